@@ -1,0 +1,51 @@
+# Every target creates ./.venv when it is missing; `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+export MLFLOW_DISABLE_TELEMETRY := true
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DO_NOT_TRACK := 1
+export PYTHONUNBUFFERED := 1
+
+.DEFAULT_GOAL := help
+.PHONY: help venv demo test test-fast bench bench-full lint format clean
+
+help: ## Show this help
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=24"
+	$(PY) -m pip install --quiet -e '.[pipeline,dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP) ## Create ./.venv and install everything (torch from local disk)
+
+demo: $(STAMP) ## The main job, end to end on embedded defaults
+	$(PY) -m flows.demo
+
+test: $(STAMP) ## Run every test (unit, flows, behavioral, doctests)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP) ## Unit tests and doctests only
+	$(PY) -m pytest -q tests/unit delete
+
+bench: $(STAMP) ## Benchmark quick mode (< 10 min on 2 CPU cores): tables, CSV, plots
+	$(PY) -m delete.bench --quick --out bench_results
+
+bench-full: $(STAMP) ## Full benchmark (3 seeds x 3 classes + multi-class, every method)
+	$(PY) -m delete.bench --out bench_results
+
+lint: $(STAMP) ## ruff (lint + format check) and mypy on delete/
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: $(STAMP) ## Apply ruff fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean: ## Remove generated runs, results and caches (keeps .venv)
+	rm -rf bench_results runs artifacts .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,46 @@
+"""DELETE: class unlearning by decoupled distillation, with baselines and honest evaluation.
+
+Example:
+    >>> import delete
+    >>> "delete" in delete.list_methods()
+    True
+"""
+
+from __future__ import annotations
+
+from delete._device import resolve_device
+from delete.api import UnlearnResult, run_unlearning, unlearn
+from delete.errors import (
+    CheckpointError,
+    InvalidClassError,
+    InvalidForgetSetError,
+    InvalidHparamError,
+    MissingRetainDataError,
+    NonFiniteLossError,
+    UnknownMethodError,
+    UnlearningError,
+)
+from delete.losses import delete_loss
+from delete.methods import create_method, list_methods, method_info, register_method
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CheckpointError",
+    "InvalidClassError",
+    "InvalidForgetSetError",
+    "InvalidHparamError",
+    "MissingRetainDataError",
+    "NonFiniteLossError",
+    "UnknownMethodError",
+    "UnlearnResult",
+    "UnlearningError",
+    "create_method",
+    "delete_loss",
+    "list_methods",
+    "method_info",
+    "register_method",
+    "resolve_device",
+    "run_unlearning",
+    "unlearn",
+]

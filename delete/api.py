@@ -1,0 +1,184 @@
+"""The one-call API: ``delete.unlearn(model, forget_loader, forget_classes, ...)``."""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from delete._device import resolve_device
+from delete.engine import EngineResult, run_engine
+from delete.errors import InvalidClassError, InvalidForgetSetError, MissingRetainDataError
+from delete.methods import create_method
+from delete.methods.base import DataLoaderLike, MethodConfig, UnlearnContext
+
+__all__ = ["UnlearnResult", "unlearn", "run_unlearning", "validate_forget_classes", "infer_num_classes"]
+
+
+@dataclass
+class UnlearnResult:
+    """A trained copy of the model plus what the run recorded."""
+
+    model: nn.Module
+    method: str
+    config: MethodConfig
+    forget_classes: tuple[int, ...]
+    num_classes: int
+    device: str
+    engine: EngineResult
+
+
+def validate_forget_classes(forget_classes: Iterable[Any], num_classes: int) -> tuple[int, ...]:
+    """Check that forget classes are integers in range, distinct, and not every class.
+
+    Returns:
+        The classes as a sorted tuple of ``int``.
+
+    Example:
+        >>> validate_forget_classes([3, 1], num_classes=10)
+        (1, 3)
+    """
+    classes = list(forget_classes)
+    if not classes:
+        raise InvalidClassError("forget_classes is empty; name at least one class to forget")
+    ints: list[int] = []
+    for c in classes:
+        if isinstance(c, bool) or not isinstance(c, int | torch.Tensor) and not hasattr(c, "__index__"):
+            raise InvalidClassError(f"forget class {c!r} is not a class index")
+        ints.append(int(c))
+    duplicates = sorted({c for c in ints if ints.count(c) > 1})
+    if duplicates:
+        raise InvalidClassError(f"forget classes are duplicated: {duplicates}")
+    out_of_range = [c for c in ints if not 0 <= c < num_classes]
+    if out_of_range:
+        raise InvalidClassError(
+            f"forget class(es) {out_of_range} out of range for a model with {num_classes} classes"
+        )
+    if len(ints) >= num_classes:
+        raise InvalidClassError(
+            f"cannot forget every class ({num_classes} of {num_classes}); keep at least one"
+        )
+    return tuple(sorted(ints))
+
+
+def infer_num_classes(model: nn.Module, sample: torch.Tensor, device: torch.device) -> int:
+    """Width of the model's output (dim 1) on one sample batch."""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        out = model(sample[:1].to(device))
+    model.train(was_training)
+    if out.dim() < 2:
+        raise InvalidForgetSetError(f"model output has shape {tuple(out.shape)}; expected (N, C, ...)")
+    return int(out.shape[1])
+
+
+def _first_batch(loader: DataLoaderLike, what: str) -> torch.Tensor:
+    for inputs, _ in loader:
+        if len(inputs) > 0:
+            return inputs
+    raise InvalidForgetSetError(f"the {what} is empty; there is nothing to train on")
+
+
+def run_unlearning(
+    model: nn.Module,
+    forget_loader: DataLoaderLike,
+    forget_classes: Sequence[int],
+    method: str = "delete",
+    device: str | torch.device = "auto",
+    *,
+    retain_loader: DataLoaderLike | None = None,
+    num_classes: int | None = None,
+    progress: bool = True,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    **hparams: Any,
+) -> UnlearnResult:
+    """Like :func:`unlearn`, but also returns the run's record (config, losses, timing)."""
+    algo = create_method(method, **hparams)
+    if algo.needs_retain and retain_loader is None:
+        raise MissingRetainDataError(
+            f"method {method!r} needs retained training data; pass retain_loader=..."
+        )
+    dev = resolve_device(device)
+    home_device = next(model.parameters()).device if any(True for _ in model.parameters()) else dev
+
+    original = copy.deepcopy(model).to(dev).eval()
+    for p in original.parameters():
+        p.requires_grad_(False)
+    sample = _first_batch(forget_loader, "forget set")
+    width = num_classes if num_classes is not None else infer_num_classes(original, sample, dev)
+    classes = validate_forget_classes(forget_classes, width)
+    if retain_loader is not None and algo.needs_retain:
+        _first_batch(retain_loader, "retain set")
+
+    student = copy.deepcopy(model).to(dev)
+    for p in student.parameters():
+        p.requires_grad_(True)
+    generator = torch.Generator().manual_seed(algo.config.seed)
+    ctx = UnlearnContext(
+        student=student,
+        original=original,
+        forget_loader=forget_loader,
+        retain_loader=retain_loader,
+        forget_classes=classes,
+        num_classes=width,
+        device=dev,
+        generator=generator,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(algo.config.seed)
+        engine = run_engine(algo, ctx, progress=progress, checkpoint_dir=checkpoint_dir)
+    return UnlearnResult(
+        model=student.to(home_device).eval(),
+        method=method,
+        config=algo.config,
+        forget_classes=classes,
+        num_classes=width,
+        device=str(dev),
+        engine=engine,
+    )
+
+
+def unlearn(
+    model: nn.Module,
+    forget_loader: DataLoaderLike,
+    forget_classes: Sequence[int],
+    method: str = "delete",
+    device: str | torch.device = "auto",
+    *,
+    retain_loader: DataLoaderLike | None = None,
+    **hparams: Any,
+) -> nn.Module:
+    """Return a copy of ``model`` that has forgotten ``forget_classes``.
+
+    Args:
+        model: Any ``nn.Module`` classifier returning logits ``(N, C)`` (or ``(N, C, H, W)``).
+            It is never modified.
+        forget_loader: Iterable of ``(images, labels)`` batches of the data to forget.
+        forget_classes: Class indices to forget.
+        method: A name from :func:`delete.list_methods`.
+        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``...
+        retain_loader: Retained training data, for the baselines that need it.
+        **hparams: Method hyper-parameters (``epochs``, ``lr``, ``freeze_bn``, ``amp``...), and
+            ``progress`` / ``checkpoint_dir`` / ``num_classes`` for the engine.
+
+    Returns:
+        A new model, in eval mode, on the input model's device.
+    """
+    engine_keys = {"progress", "checkpoint_dir", "num_classes"}
+    engine_kwargs = {k: hparams.pop(k) for k in list(hparams) if k in engine_keys}
+    return run_unlearning(
+        model,
+        forget_loader,
+        forget_classes,
+        method,
+        device,
+        retain_loader=retain_loader,
+        **engine_kwargs,
+        **hparams,
+    ).model

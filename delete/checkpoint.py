@@ -1,0 +1,104 @@
+"""Weights-only model files: safetensors tensors plus the architecture spec as metadata.
+
+No load path ever unpickles: safetensors cannot carry code, and ``.pt`` files are read with
+``torch.load(weights_only=True)``. A corrupt, truncated, pickled or mismatched file raises
+:class:`~delete.errors.CheckpointError` with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from delete.errors import CheckpointError
+from delete.models import ModelSpec, build_model
+
+__all__ = ["save_model", "load_model", "file_sha256", "state_dict_sha256"]
+
+_SPEC_KEY = "delete.model_spec"
+
+
+def save_model(model: nn.Module, spec: ModelSpec, path: str | os.PathLike[str]) -> Path:
+    """Write ``model``'s state_dict and ``spec`` to a ``.safetensors`` file, atomically."""
+    from safetensors.torch import save_file
+
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tmp = target.with_name(target.name + ".tmp")
+    save_file(tensors, str(tmp), metadata={_SPEC_KEY: json.dumps(spec.to_dict(), sort_keys=True)})
+    os.replace(tmp, target)
+    return target
+
+
+def _read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                metadata = dict(handle.metadata() or {})
+                return {k: handle.get_tensor(k) for k in handle.keys()}, metadata  # noqa: SIM118
+        except Exception as exc:  # noqa: BLE001 - every parse failure means a corrupt file
+            raise CheckpointError(f"model file {path} is corrupt or truncated: {str(exc).splitlines()[0]}") from exc
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"model file {path} refused (not a weights-only checkpoint): {first}") from exc
+    if not isinstance(payload, dict) or not all(isinstance(v, torch.Tensor) for v in payload.values()):
+        raise CheckpointError(f"model file {path} is not a state_dict of tensors")
+    return payload, {}
+
+
+def load_model(path: str | os.PathLike[str], spec: ModelSpec | None = None) -> tuple[nn.Module, ModelSpec]:
+    """Rebuild the architecture and load the weights, strictly.
+
+    Args:
+        path: A ``.safetensors`` file written by :func:`save_model`, or a weights-only ``.pt``.
+        spec: The architecture, when the file does not carry it (``.pt`` files).
+
+    Raises:
+        CheckpointError: Missing, corrupt, pickled or architecture-mismatched file.
+    """
+    source = Path(path)
+    if not source.is_file():
+        raise CheckpointError(f"model file {source} does not exist")
+    state, metadata = _read_state_dict(source)
+    if spec is None:
+        if _SPEC_KEY not in metadata:
+            raise CheckpointError(f"model file {source} carries no architecture spec; pass spec=")
+        try:
+            spec = ModelSpec.from_dict(json.loads(metadata[_SPEC_KEY]))
+        except (ValueError, TypeError) as exc:
+            raise CheckpointError(f"model file {source} has an invalid architecture spec: {exc}") from exc
+    model = build_model(spec)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        reason = " ".join(str(exc).split())[:300]
+        raise CheckpointError(f"model file {source} does not fit architecture {spec.arch!r}: {reason}") from exc
+    return model.eval(), spec
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def state_dict_sha256(model: nn.Module) -> str:
+    """Hex SHA-256 over a model's parameters and buffers, in key order (file-format independent)."""
+    digest = hashlib.sha256()
+    for key, value in sorted(model.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()

@@ -1,0 +1,190 @@
+"""The one training engine every method runs on.
+
+Methods supply batches and a loss; the engine owns the optimisation loop, bf16 autocast on
+CUDA, BatchNorm freezing, NaN/inf detection, the progress bar, logging, per-epoch
+checkpoints and resumption after a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from delete.errors import CheckpointError, NonFiniteLossError
+from delete.methods.base import UnlearnContext, UnlearningMethod
+
+__all__ = ["EngineResult", "run_engine", "set_batchnorm_eval"]
+
+log = logging.getLogger(__name__)
+
+_CHECKPOINT_FILE = "engine_checkpoint.pt"
+
+
+@dataclass
+class EngineResult:
+    """What a run of the engine produced, besides the trained ``ctx.student``."""
+
+    epoch_losses: list[float] = field(default_factory=list)
+    steps: int = 0
+    seconds: float = 0.0
+    resumed_from_epoch: int = 0
+
+
+def set_batchnorm_eval(module: nn.Module) -> None:
+    """Put every BatchNorm layer in eval mode so its running statistics stay fixed."""
+    for sub in module.modules():
+        if isinstance(sub, nn.modules.batchnorm._BatchNorm):
+            sub.eval()
+
+
+def _fingerprint(method: UnlearningMethod, ctx: UnlearnContext) -> str:
+    return json.dumps(
+        {
+            "method": method.name,
+            "config": method.config.to_dict(),
+            "forget_classes": list(ctx.forget_classes),
+            "num_classes": ctx.num_classes,
+        },
+        sort_keys=True,
+        default=str,
+    )
+
+
+def _save_checkpoint(
+    path: Path,
+    *,
+    epoch: int,
+    fingerprint: str,
+    ctx: UnlearnContext,
+    optimizer: torch.optim.Optimizer,
+    result: EngineResult,
+) -> None:
+    payload: dict[str, Any] = {
+        "epoch": epoch,
+        "fingerprint": fingerprint,
+        "student": ctx.student.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "epoch_losses": list(result.epoch_losses),
+        "steps": result.steps,
+        "cpu_rng": torch.get_rng_state(),
+        "generator": ctx.generator.get_state(),
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    # Atomic rename: a kill -9 mid-write leaves the previous checkpoint intact.
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(path: Path, fingerprint: str) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    try:
+        payload: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same failure to the user
+        raise CheckpointError(f"engine checkpoint {path} is unreadable: {exc}".splitlines()[0]) from exc
+    if payload.get("fingerprint") != fingerprint:
+        log.warning("ignoring checkpoint %s: it belongs to a different run configuration", path)
+        return None
+    return payload
+
+
+def run_engine(
+    method: UnlearningMethod,
+    ctx: UnlearnContext,
+    *,
+    progress: bool = True,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+) -> EngineResult:
+    """Train ``ctx.student`` with ``method`` for ``method.config.epochs`` epochs.
+
+    Args:
+        method: A registered method instance.
+        ctx: The unlearning context; ``ctx.student`` is trained in place.
+        progress: Show a progress bar.
+        checkpoint_dir: When given, a checkpoint is written after every epoch and an existing
+            checkpoint of the same configuration is resumed from.
+
+    Returns:
+        Loss history, step count, wall-clock seconds and the epoch resumed from.
+
+    Raises:
+        NonFiniteLossError: The loss became NaN or infinite.
+        CheckpointError: The checkpoint in ``checkpoint_dir`` is corrupt.
+    """
+    cfg = method.config
+    started = time.perf_counter()
+    result = EngineResult()
+    method.prepare(ctx)
+    params = [p for p in ctx.student.parameters() if p.requires_grad]
+    optimizer = method.configure_optimizer(params)
+
+    ckpt_path = Path(checkpoint_dir) / _CHECKPOINT_FILE if checkpoint_dir is not None else None
+    fingerprint = _fingerprint(method, ctx)
+    start_epoch = 0
+    if ckpt_path is not None:
+        ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+        payload = _load_checkpoint(ckpt_path, fingerprint)
+        if payload is not None:
+            ctx.student.load_state_dict(payload["student"])
+            optimizer.load_state_dict(payload["optimizer"])
+            torch.set_rng_state(payload["cpu_rng"])
+            ctx.generator.set_state(payload["generator"])
+            result.epoch_losses = list(payload["epoch_losses"])
+            result.steps = int(payload["steps"])
+            start_epoch = result.resumed_from_epoch = int(payload["epoch"])
+            log.info("%s: resuming from epoch %d of %d", method.name, start_epoch, cfg.epochs)
+
+    use_amp = cfg.amp and ctx.device.type == "cuda"
+    for epoch in range(start_epoch, cfg.epochs):
+        ctx.student.train()
+        if cfg.freeze_bn:
+            set_batchnorm_eval(ctx.student)
+        total, count = 0.0, 0
+        bar = tqdm(
+            method.batches(ctx, epoch),
+            desc=f"{method.name} epoch {epoch + 1}/{cfg.epochs}",
+            disable=not progress,
+            leave=False,
+        )
+        for batch in bar:
+            batch = batch.to(ctx.device)
+            with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=use_amp):
+                loss = method.training_step(batch, ctx)
+            if not torch.isfinite(loss).all():
+                raise NonFiniteLossError(
+                    f"{method.name}: loss became {float(loss)} at epoch {epoch + 1}, "
+                    f"step {result.steps + 1}; the unlearned model was discarded"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            method.after_backward(ctx)
+            if cfg.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            optimizer.step()
+            result.steps += 1
+            total += float(loss.detach())
+            count += 1
+            bar.set_postfix(loss=f"{total / count:.4f}")
+        result.epoch_losses.append(total / max(count, 1))
+        log.debug("%s epoch %d/%d loss %.5f", method.name, epoch + 1, cfg.epochs, result.epoch_losses[-1])
+        if ckpt_path is not None:
+            _save_checkpoint(
+                ckpt_path,
+                epoch=epoch + 1,
+                fingerprint=fingerprint,
+                ctx=ctx,
+                optimizer=optimizer,
+                result=result,
+            )
+    ctx.student.eval()
+    result.seconds = time.perf_counter() - started
+    return result
