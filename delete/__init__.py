@@ -21,6 +21,7 @@ from delete.errors import (
     UnlearningError,
 )
 from delete.losses import delete_loss
+from delete.metrics import evaluate_unlearning
 from delete.methods import create_method, list_methods, method_info, register_method
 
 __version__ = "0.1.0"
@@ -37,6 +38,7 @@ __all__ = [
     "UnlearningError",
     "create_method",
     "delete_loss",
+    "evaluate_unlearning",
     "list_methods",
     "method_info",
     "register_method",

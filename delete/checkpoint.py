@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from delete.errors import CheckpointError
+from delete.errors import CheckpointError, UnknownModelError
 from delete.models import ModelSpec, build_model
 
 __all__ = ["save_model", "load_model", "file_sha256", "state_dict_sha256"]
@@ -45,18 +45,25 @@ def _read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str
                 metadata = dict(handle.metadata() or {})
                 return {k: handle.get_tensor(k) for k in handle.keys()}, metadata  # noqa: SIM118
         except Exception as exc:  # noqa: BLE001 - every parse failure means a corrupt file
-            raise CheckpointError(f"model file {path} is corrupt or truncated: {str(exc).splitlines()[0]}") from exc
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise CheckpointError(f"model file {path} is corrupt or truncated: {first}") from exc
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"model file {path} refused (not a weights-only checkpoint): {first}") from exc
-    if not isinstance(payload, dict) or not all(isinstance(v, torch.Tensor) for v in payload.values()):
+        raise CheckpointError(
+            f"model file {path} refused (not a weights-only checkpoint): {first}"
+        ) from exc
+    if not isinstance(payload, dict) or not all(
+        isinstance(v, torch.Tensor) for v in payload.values()
+    ):
         raise CheckpointError(f"model file {path} is not a state_dict of tensors")
     return payload, {}
 
 
-def load_model(path: str | os.PathLike[str], spec: ModelSpec | None = None) -> tuple[nn.Module, ModelSpec]:
+def load_model(
+    path: str | os.PathLike[str], spec: ModelSpec | None = None
+) -> tuple[nn.Module, ModelSpec]:
     """Rebuild the architecture and load the weights, strictly.
 
     Args:
@@ -76,13 +83,22 @@ def load_model(path: str | os.PathLike[str], spec: ModelSpec | None = None) -> t
         try:
             spec = ModelSpec.from_dict(json.loads(metadata[_SPEC_KEY]))
         except (ValueError, TypeError) as exc:
-            raise CheckpointError(f"model file {source} has an invalid architecture spec: {exc}") from exc
-    model = build_model(spec)
+            raise CheckpointError(
+                f"model file {source} has an invalid architecture spec: {exc}"
+            ) from exc
+    try:
+        model = build_model(spec)
+    except UnknownModelError as exc:
+        raise CheckpointError(
+            f"model file {source} names an unbuildable architecture: {exc}"
+        ) from exc
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         reason = " ".join(str(exc).split())[:300]
-        raise CheckpointError(f"model file {source} does not fit architecture {spec.arch!r}: {reason}") from exc
+        raise CheckpointError(
+            f"model file {source} does not fit architecture {spec.arch!r}: {reason}"
+        ) from exc
     return model.eval(), spec
 
 

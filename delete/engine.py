@@ -161,7 +161,7 @@ def run_engine(
                 loss = method.training_step(batch, ctx)
             if not torch.isfinite(loss).all():
                 raise NonFiniteLossError(
-                    f"{method.name}: loss became {float(loss)} at epoch {epoch + 1}, "
+                    f"{method.name}: loss became {float(loss.detach())} at epoch {epoch + 1}, "
                     f"step {result.steps + 1}; the unlearned model was discarded"
                 )
             optimizer.zero_grad(set_to_none=True)

@@ -15,6 +15,10 @@ __all__ = [
     "InvalidHparamError",
     "NonFiniteLossError",
     "CheckpointError",
+    "DatasetError",
+    "UnknownModelError",
+    "OnnxExportError",
+    "OnnxParityError",
 ]
 
 
@@ -51,3 +55,24 @@ class NonFiniteLossError(UnlearningError):
 
 class CheckpointError(UnlearningError):
     """A checkpoint is corrupt, truncated, pickled, or does not fit the architecture."""
+
+
+class DatasetError(UnlearningError):
+    """A dataset is missing on disk, incomplete, malformed, or asked for with bad options."""
+
+
+class UnknownModelError(UnlearningError):
+    """No model builder is registered under the requested name, or it cannot be built as asked."""
+
+
+class OnnxExportError(UnlearningError):
+    """``torch.onnx.export`` could not convert the model."""
+
+
+class OnnxParityError(UnlearningError):
+    """The exported ONNX model's outputs differ from the PyTorch model's beyond tolerance.
+
+    ``report`` holds the :class:`~delete.export.OnnxParityReport` when the comparison ran.
+    """
+
+    report: object | None = None

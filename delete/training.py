@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
@@ -33,7 +34,9 @@ class TrainConfig:
 def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int = 0) -> DataLoader:
     """A DataLoader whose shuffling is fixed by ``seed``."""
     generator = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=0)
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=0
+    )
 
 
 def train_classifier(
@@ -43,8 +46,13 @@ def train_classifier(
     device: str | torch.device = "auto",
     *,
     progress: bool = False,
+    loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
 ) -> nn.Module:
     """Train ``model`` in place with cross-entropy; same seed, same data -> same weights.
+
+    Args:
+        loss_fn: ``loss(outputs, targets)`` to use instead of plain cross-entropy (a margin
+            loss for face identities, cross-entropy with an ignore index for segmentation).
 
     Returns:
         The trained model, in eval mode, on ``device``.
@@ -56,12 +64,17 @@ def train_classifier(
     optimizer = torch.optim.SGD(
         model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * len(loader))
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=config.epochs * len(loader)
+    )
     for epoch in tqdm(range(config.epochs), desc="train", disable=not progress):
         total = 0.0
         for inputs, targets in loader:
             inputs, targets = inputs.to(dev), targets.to(dev)
-            loss = F.cross_entropy(model(inputs), targets)
+            outputs = model(inputs)
+            loss = (
+                F.cross_entropy(outputs, targets) if loss_fn is None else loss_fn(outputs, targets)
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

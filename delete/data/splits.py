@@ -10,7 +10,13 @@ from torch import Tensor
 
 from delete.data.tensor_dataset import ImageTensorDataset
 
-__all__ = ["UnlearningSplits", "class_mask", "split_by_classes", "make_unlearning_splits", "stratified_split"]
+__all__ = [
+    "UnlearningSplits",
+    "class_mask",
+    "split_by_classes",
+    "make_unlearning_splits",
+    "stratified_split",
+]
 
 
 def class_mask(labels: Tensor, classes: Sequence[int]) -> Tensor:
@@ -50,7 +56,9 @@ def make_unlearning_splits(
     """Forget/retain splits of both the train and the test set."""
     train_forget, train_retain = split_by_classes(train, forget_classes)
     test_forget, test_retain = split_by_classes(test, forget_classes)
-    return UnlearningSplits(tuple(sorted(forget_classes)), train_forget, train_retain, test_forget, test_retain)
+    return UnlearningSplits(
+        tuple(sorted(forget_classes)), train_forget, train_retain, test_forget, test_retain
+    )
 
 
 def stratified_split(labels: Tensor, test_fraction: float, seed: int) -> tuple[Tensor, Tensor]:

@@ -62,7 +62,9 @@ class ImageTensorDataset(Dataset[tuple[Tensor, Tensor]]):
         self.images = images.float()
         self.labels = labels.long()
         self.transform = transform
-        self.sample_ids = list(sample_ids) if sample_ids is not None else [str(i) for i in range(len(labels))]
+        self.sample_ids = (
+            list(sample_ids) if sample_ids is not None else [str(i) for i in range(len(labels))]
+        )
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -73,7 +75,9 @@ class ImageTensorDataset(Dataset[tuple[Tensor, Tensor]]):
             image = self.transform(image)
         return image, self.labels[index]
 
-    def subset(self, indices: Tensor | Sequence[int], transform: Callable[[Tensor], Tensor] | None = None) -> ImageTensorDataset:
+    def subset(
+        self, indices: Tensor | Sequence[int], transform: Callable[[Tensor], Tensor] | None = None
+    ) -> ImageTensorDataset:
         """A new dataset with the given rows (a view of the same storage where possible)."""
         idx = torch.as_tensor(indices, dtype=torch.long)
         return ImageTensorDataset(
@@ -87,10 +91,21 @@ class ImageTensorDataset(Dataset[tuple[Tensor, Tensor]]):
         """The same samples with another transform (``None`` disables augmentation)."""
         return ImageTensorDataset(self.images, self.labels, transform, self.sample_ids)
 
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of one image, read without decoding any sample."""
+        c, h, w = self.images.shape[1:]
+        return int(c), int(h), int(w)
+
 
 @dataclass
 class DatasetBundle:
-    """A labelled dataset with train/test splits and metadata."""
+    """A labelled dataset with train/test splits and metadata.
+
+    ``train`` and ``test`` may be any :class:`ImageTensorDataset`, including the lazily decoded
+    subclasses (:class:`~delete.data.lazy_dataset.ByteImageDataset`,
+    :class:`~delete.data.image_folder.ImageFileDataset`) that real datasets on disk use.
+    """
 
     name: str
     train: ImageTensorDataset
@@ -103,5 +118,5 @@ class DatasetBundle:
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        c, h, w = self.train.images.shape[1:]
-        return int(c), int(h), int(w)
+        # Ask the dataset: lazily decoded datasets know their shape without materialising images.
+        return self.train.image_shape

@@ -8,6 +8,8 @@ from typing import Any
 
 from torch import nn
 
+from delete.errors import UnknownModelError
+
 __all__ = ["ModelSpec", "register_model", "build_model", "list_models"]
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {}
@@ -40,7 +42,10 @@ class ModelSpec:
         known = {"arch", "num_classes", "in_channels", "image_size", "kwargs"}
         unknown = set(data) - known
         if unknown or "arch" not in data or "num_classes" not in data:
-            raise ValueError(f"invalid model spec {data!r}: needs arch and num_classes, got extra {sorted(unknown)}")
+            raise ValueError(
+                f"invalid model spec {data!r}: needs arch and num_classes,"
+                f" got extra {sorted(unknown)}"
+            )
         return cls(**data)
 
 
@@ -63,7 +68,8 @@ def build_model(spec: ModelSpec) -> nn.Module:
     """Instantiate the architecture described by ``spec`` with fresh weights.
 
     Example:
-        >>> build_model(ModelSpec("small_cnn", num_classes=3, in_channels=1)).classifier.out_features
+        >>> net = build_model(ModelSpec("small_cnn", num_classes=3, in_channels=1))
+        >>> net.classifier.out_features
         3
     """
     if spec.arch.startswith("torchvision:"):
@@ -75,7 +81,9 @@ def build_model(spec: ModelSpec) -> nn.Module:
     try:
         builder = _BUILDERS[spec.arch]
     except KeyError:
-        raise ValueError(
-            f"unknown architecture {spec.arch!r}; known: {', '.join(list_models())} or torchvision:<name>"
+        # UnknownModelError is a ValueError, as this used to raise.
+        raise UnknownModelError(
+            f"unknown architecture {spec.arch!r}; known: {', '.join(list_models())}"
+            " or torchvision:<name>"
         ) from None
     return builder(num_classes=spec.num_classes, in_channels=spec.in_channels, **spec.kwargs)

@@ -9,13 +9,17 @@ import torch.nn.functional as F
 from delete.losses import delete_loss, mask_logits
 
 
-def _reference_kl(student: torch.Tensor, teacher: torch.Tensor, forget: list[int], t: float) -> torch.Tensor:
+def _reference_kl(
+    student: torch.Tensor, teacher: torch.Tensor, forget: list[int], t: float
+) -> torch.Tensor:
     masked = teacher.clone()
     masked[:, forget] = float("-inf")
     target = F.softmax(masked / t, dim=1)
     log_s = F.log_softmax(student / t, dim=1)
     keep = target > 0
-    per_sample = torch.where(keep, target * (torch.log(target.clamp_min(1e-30)) - log_s), torch.zeros_like(target))
+    per_sample = torch.where(
+        keep, target * (torch.log(target.clamp_min(1e-30)) - log_s), torch.zeros_like(target)
+    )
     return per_sample.sum(1).mean() * t * t
 
 
@@ -58,7 +62,9 @@ def test_spatial_logits_average_kl_over_pixels() -> None:
     student, teacher = torch.randn(2, 4, 3, 5), torch.randn(2, 4, 3, 5)
     flat_s = student.permute(0, 2, 3, 1).reshape(-1, 4)
     flat_t = teacher.permute(0, 2, 3, 1).reshape(-1, 4)
-    assert torch.allclose(delete_loss(student, teacher, [0]), _reference_kl(flat_s, flat_t, [0], 1.0), atol=1e-5)
+    assert torch.allclose(
+        delete_loss(student, teacher, [0]), _reference_kl(flat_s, flat_t, [0], 1.0), atol=1e-5
+    )
 
 
 def test_gradient_pushes_forget_probability_down() -> None:

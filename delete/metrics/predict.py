@@ -1,0 +1,84 @@
+"""Model outputs on a dataset, for every metric that reads logits."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from delete._device import resolve_device
+from delete.data.lazy_dataset import LazyImageDataset
+from delete.data.tensor_dataset import ImageTensorDataset
+from delete.metrics._validation import MetricInputError
+
+__all__ = ["predict"]
+
+
+def _batches(
+    source: Dataset | Iterable[tuple[Tensor, Tensor]], batch_size: int
+) -> Iterator[tuple[Tensor, Tensor]]:
+    if isinstance(source, LazyImageDataset):
+        # Decoded per item: slicing ``.images`` would materialise the whole float tensor again.
+        yield from DataLoader(source.with_transform(None), batch_size=batch_size, shuffle=False)
+    elif isinstance(source, ImageTensorDataset):
+        # No augmentation at evaluation; the tensors are sliced directly (no per-item reads).
+        plain = source.with_transform(None)
+        for start in range(0, len(plain), batch_size):
+            yield plain.images[start : start + batch_size], plain.labels[start : start + batch_size]
+    elif isinstance(source, Dataset):
+        yield from DataLoader(source, batch_size=batch_size, shuffle=False, num_workers=0)
+    else:
+        yield from source
+
+
+def predict(
+    model: nn.Module,
+    dataset_or_loader: Dataset | Iterable[tuple[Tensor, Tensor]],
+    device: str | torch.device = "auto",
+    batch_size: int = 256,
+) -> tuple[Tensor, Tensor]:
+    """Run ``model`` in eval mode without gradients over a dataset or a loader.
+
+    Args:
+        model: A classifier returning logits ``(N, C)``. Its train/eval mode and its device
+            are restored afterwards.
+        dataset_or_loader: An :class:`~delete.data.ImageTensorDataset` (read without its
+            augmentation transform), any map-style dataset of ``(image, label)``, or an
+            iterable of ``(images, labels)`` batches (used as is).
+        device: Where to run (``"auto"`` picks CUDA when present).
+        batch_size: Batch size for datasets; ignored for loaders.
+
+    Returns:
+        ``(logits, labels)`` on the CPU: float32 ``(N, C)`` and int64 ``(N,)``.
+
+    Raises:
+        MetricInputError: The data is empty or ``batch_size`` is not positive.
+
+    Example:
+        >>> ds = ImageTensorDataset(torch.zeros(5, 1, 2, 2), torch.tensor([0, 1, 0, 1, 1]))
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+        >>> logits, labels = predict(model, ds, device="cpu", batch_size=2)
+        >>> tuple(logits.shape), labels.tolist()
+        ((5, 3), [0, 1, 0, 1, 1])
+    """
+    if batch_size < 1:
+        raise MetricInputError(f"batch_size must be positive, got {batch_size}")
+    dev = resolve_device(device)
+    params = list(model.parameters())
+    home = params[0].device if params else dev
+    was_training = model.training
+    model.to(dev).eval()
+    all_logits: list[Tensor] = []
+    all_labels: list[Tensor] = []
+    try:
+        with torch.no_grad():
+            for inputs, labels in _batches(dataset_or_loader, batch_size):
+                all_logits.append(model(inputs.to(dev)).float().cpu())
+                all_labels.append(torch.as_tensor(labels).long().cpu())
+    finally:
+        model.to(home).train(was_training)
+    if not all_logits or sum(len(x) for x in all_labels) == 0:
+        raise MetricInputError("predict() got no samples; the dataset or loader is empty")
+    return torch.cat(all_logits), torch.cat(all_labels)

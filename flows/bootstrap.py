@@ -1,0 +1,215 @@
+"""``bootstrap`` flow: version the dataset with DVC, train the original model, register it.
+
+Idempotent: a clean DVC workspace is kept, and a complete version tagged
+``request_id=bootstrap`` is reused (``@champion`` is only set when the model has none, so a
+re-run never demotes a model produced by later deletions).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from torch import nn
+
+from delete.data import DatasetBundle, RandomShift
+from delete.metrics import accuracy, per_class_accuracy, predict
+from delete.models import ModelSpec, build_model
+from delete.training import TrainConfig, train_classifier
+from flows._common import current_flow_run_id, move_alias_task, settings_for, utc_now
+from tasks._common import code_version
+from tasks.audit import open_audit_log
+from tasks.dataset import ensure_dataset_task, load_dataset_task, push_to_remote_task
+from tasks.export import package_model_task
+from tasks.registry import (
+    CHAMPION,
+    TAG_ALIAS_APPLIED,
+    TAG_REQUEST_ID,
+    TAG_VERDICT,
+    create_run,
+    find_version_for_request,
+    finish_run,
+    get_alias,
+    log_to_run_task,
+    mark_complete,
+    register_version_task,
+    set_version_tags,
+)
+
+__all__ = ["BOOTSTRAP_REQUEST_ID", "bootstrap_flow", "train_original"]
+
+#: The ``request_id`` tag of the original model's version (the bootstrap's idempotency key).
+BOOTSTRAP_REQUEST_ID = "bootstrap"
+
+
+@task(name="train-original", cache_policy=NO_CACHE)
+def train_original(
+    bundle: DatasetBundle, epochs: int, seed: int, device: str
+) -> tuple[nn.Module, ModelSpec]:
+    """Train a :class:`~delete.models.SmallCNN` on the training split (random-shift augmented)."""
+    channels, height, _ = bundle.image_shape
+    spec = ModelSpec(
+        "small_cnn", num_classes=bundle.num_classes, in_channels=channels, image_size=height
+    )
+    torch.manual_seed(seed)
+    model = build_model(spec)
+    train_classifier(
+        model,
+        bundle.train.with_transform(RandomShift(2)),
+        TrainConfig(epochs=epochs, seed=seed),
+        device,
+    )
+    return model.cpu().eval(), spec
+
+
+@flow(name="bootstrap", log_prints=True)
+def bootstrap_flow(
+    root: str | None = None,
+    model_name: str | None = None,
+    epochs: int = 5,
+    max_per_class: int | None = None,
+    seed: int = 0,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """Materialise + ``dvc add`` + ``dvc push`` the data; train and register version 1 @champion.
+
+    Args:
+        root: Project root (``UNLEARN_HOME`` or the working directory when ``None``).
+        model_name: Registered model name (default: the settings' ``registered_model``).
+        epochs: Training epochs of the original (5: ~96% test accuracy, ~25 s on one CPU core).
+        max_per_class: Keep only this many training images per class (small test roots).
+        seed: Seed of the split, the initialisation and the shuffling.
+        device: ``auto`` (CUDA when present), ``cpu``, ``cuda``.
+
+    Returns:
+        ``{model, version, reused, data_version, champion, seconds}``.
+    """
+    started = time.perf_counter()
+    settings = settings_for(root)
+    name = model_name or settings.registered_model
+    audit = open_audit_log(settings)  # refuse to start without an audit key
+    version = ensure_dataset_task(settings, max_per_class=max_per_class)
+    push_to_remote_task(settings, ["data.dvc"])
+
+    existing = find_version_for_request(settings, name, BOOTSTRAP_REQUEST_ID)
+    if existing is not None:
+        if get_alias(settings, name, CHAMPION) is None:
+            move_alias_task(
+                settings,
+                audit,
+                name,
+                CHAMPION,
+                existing,
+                reason="bootstrap: the model had no champion",
+                verdict="n/a",
+                request_id=None,
+            )
+        print(f"bootstrap: reusing {name} version {existing}; data {version.md5}")
+        return {
+            "model": name,
+            "version": existing,
+            "reused": True,
+            "data_version": version.to_dict(),
+            "champion": get_alias(settings, name, CHAMPION),
+            "seconds": time.perf_counter() - started,
+        }
+
+    bundle, version = load_dataset_task(settings, version.md5)
+    model, spec = train_original(bundle, epochs, seed, device)
+    logits, labels = predict(model, bundle.test, "cpu")
+    test_accuracy = accuracy(logits, labels)
+    per_class = per_class_accuracy(logits, labels, bundle.num_classes).tolist()
+    package = package_model_task(model, spec, settings.artifacts_dir / "bootstrap" / "model")
+    code = code_version()
+    run_id = create_run(
+        settings,
+        run_name=f"bootstrap-{name}",
+        tags={TAG_REQUEST_ID: BOOTSTRAP_REQUEST_ID, "prefect.flow_run_id": current_flow_run_id()},
+    )
+    log_to_run_task(
+        settings,
+        run_id,
+        params={
+            "arch": spec.arch,
+            "epochs": epochs,
+            "seed": seed,
+            "max_per_class": max_per_class,
+            "dataset": bundle.name,
+            "data.dvc_md5": version.md5,
+        },
+        metrics={
+            "acc_test": test_accuracy,
+            **{f"acc_test_class_{i}": v for i, v in enumerate(per_class)},
+        },
+        artifacts=[(package.weights_path, "model_files"), (package.onnx_path, "model_files")],
+        dicts={"onnx_parity.json": package.parity, "code_version.json": code},
+    )
+    tags = {
+        TAG_REQUEST_ID: BOOTSTRAP_REQUEST_ID,
+        "origin": "bootstrap",
+        "forget_classes": [],
+        "data.dvc_md5": version.md5,
+        "data.git_rev": version.git_rev or "none",
+        "data.dvc_file_committed": str(version.dvc_file_committed).lower(),
+        "code.git_sha": code["git_sha"],
+        "code.package_version": code["package_version"],
+        "code.git_dirty": str(code["git_dirty"]).lower(),
+        "train.epochs": epochs,
+        "train.seed": seed,
+        "metric.acc_test": round(test_accuracy, 4),
+        "onnx_sha256": package.onnx_sha256,
+        TAG_VERDICT: "n/a",
+    }
+    new_version = register_version_task(
+        settings, name=name, run_id=run_id, model_dir=package.model_dir, tags=tags
+    )
+    mark_complete(settings, name, new_version)
+    if get_alias(settings, name, CHAMPION) is None:
+        move_alias_task(
+            settings,
+            audit,
+            name,
+            CHAMPION,
+            new_version,
+            reason="bootstrap: original model",
+            verdict="n/a",
+            request_id=None,
+        )
+    set_version_tags(settings, name, new_version, {TAG_ALIAS_APPLIED: "true"})
+    audit.append(
+        "model.bootstrapped",
+        {
+            "model": name,
+            "version": new_version,
+            "data_version": version.to_dict(),
+            "code_version": code,
+            "acc_test": test_accuracy,
+            "weights_sha256": package.weights_sha256,
+            "onnx_sha256": package.onnx_sha256,
+            "mlflow_run_id": run_id,
+            "flow_run_id": current_flow_run_id(),
+            "at": utc_now(),
+        },
+    )
+    finish_run(settings, run_id)
+    print(
+        f"bootstrap: registered {name} version {new_version} (test accuracy {test_accuracy:.2f}%)"
+    )
+    return {
+        "model": name,
+        "version": new_version,
+        "reused": False,
+        "data_version": version.to_dict(),
+        "champion": get_alias(settings, name, CHAMPION),
+        "acc_test": test_accuracy,
+        "onnx_path": str(Path(package.onnx_path)),
+        "seconds": time.perf_counter() - started,
+    }
+
+
+if __name__ == "__main__":
+    bootstrap_flow()

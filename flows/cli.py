@@ -1,0 +1,409 @@
+"""``unlearn``: the command line of the compliance deletion pipeline.
+
+Commands::
+
+    unlearn [--root DIR] submit REQUEST.yaml      validate and queue a deletion request
+    unlearn [--root DIR] process [--model NAME]   run the process_inbox flow now
+    unlearn [--root DIR] status [REQUEST_ID]      where each request is (queued ... done/failed)
+    unlearn [--root DIR] models                   registered model versions and their aliases
+    unlearn [--root DIR] audit verify             check the audit log's hash chain and signatures
+    unlearn [--root DIR] audit certificate ID     deletion certificate (Markdown or HTML)
+    unlearn bench [ARGS...]                       the benchmark (``python -m delete.bench``)
+
+Every failure exits non-zero with one line ``error: ...`` on stderr (set ``UNLEARN_DEBUG=1``
+for the traceback). ``--root`` defaults to ``$UNLEARN_HOME`` or the current directory.
+
+A ``submit`` of an invalid request (or of a request_id that is already queued) is rejected:
+nothing is queued, a copy of the file and a ``.reason.txt`` go to ``requests/failed/`` so the
+rejection is on record, and the command exits with status 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import typer
+from typer.core import TyperGroup
+
+from tasks.settings import PipelineSettings
+
+__all__ = ["app"]
+
+_DEBUG_ENV = "UNLEARN_DEBUG"
+
+
+class CommandError(RuntimeError):
+    """A command could not do its job; the message is the one line the user sees."""
+
+
+def _one_line(text: str, limit: int = 500) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _describe(exc: BaseException) -> str:
+    """Our own errors carry a one-line message; anything else is prefixed by its type."""
+    module = type(exc).__module__.split(".")[0]
+    message = str(exc)
+    if module in {"tasks", "flows", "delete"} and message:
+        return _one_line(message)
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f": {exc.filename}" if exc.filename else ""
+        return _one_line(f"{exc.strerror}{where}")
+    return _one_line(f"{type(exc).__name__}: {message}" if message else type(exc).__name__)
+
+
+def _error(message: str) -> None:
+    typer.echo(f"error: {_one_line(message).replace('Value error, ', '')}", err=True)
+
+
+def _is_usage_error(exc: BaseException) -> bool:
+    """Click-style exceptions (typer vendors its own click, so test the shape, not the class)."""
+    return callable(getattr(exc, "format_message", None)) and isinstance(
+        getattr(exc, "exit_code", None), int
+    )
+
+
+class _OneLineErrors(TyperGroup):
+    """Turns every failure (usage errors included) into one ``error: ...`` line and exit 1/2."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        try:
+            rv = super().main(
+                args=args,
+                prog_name=prog_name,
+                complete_var=complete_var,
+                standalone_mode=False,
+                **extra,
+            )
+            code = rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
+        except typer.Abort:
+            _error("aborted")
+            code = 1
+        except Exception as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":
+                # the help text is the message (rich has already printed it and left it empty)
+                message = exc.format_message() if _is_usage_error(exc) else ""  # type: ignore[attr-defined]
+                if message.strip():
+                    typer.echo(message)
+                code = 0
+            elif _is_usage_error(exc):
+                _error(exc.format_message())  # type: ignore[attr-defined]
+                code = exc.exit_code  # type: ignore[attr-defined]
+            elif os.environ.get(_DEBUG_ENV):
+                raise
+            else:
+                _error(_describe(exc))
+                code = 1
+        if not standalone_mode:
+            return code
+        sys.exit(code)
+
+
+app = typer.Typer(
+    cls=_OneLineErrors,
+    name="unlearn",
+    help="Compliance pipeline: make models forget classes, and prove it.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+audit_app = typer.Typer(
+    help="Verify the audit log; render deletion certificates.",
+    no_args_is_help=True,
+)
+app.add_typer(audit_app, name="audit")
+
+
+class CertificateFormat(enum.StrEnum):
+    md = "md"
+    html = "html"
+
+
+@app.callback()
+def _main(
+    ctx: typer.Context,
+    root: Path | None = typer.Option(
+        None,
+        "--root",
+        help="Project root (default: $UNLEARN_HOME or the current directory).",
+        file_okay=False,
+    ),
+) -> None:
+    ctx.obj = {"root": root}
+
+
+def _settings(ctx: typer.Context) -> PipelineSettings:
+    obj = ctx.find_root().obj or {}
+    return PipelineSettings.from_env(obj.get("root"))
+
+
+@contextlib.contextmanager
+def _spinner(message: str) -> Iterator[None]:
+    """A progress spinner on stderr when it is a terminal; silent in logs and tests."""
+    if not sys.stderr.isatty():
+        yield
+        return
+    from rich.console import Console
+
+    with Console(stderr=True).status(message):
+        yield
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def _print_table(headers: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    for line in [headers, *rows]:
+        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
+
+
+# --- commands ------------------------------------------------------------------------------
+
+
+def _audit_rejected_submission(settings: PipelineSettings, file: str, reason: str) -> str:
+    """Append the ``request.rejected`` audit record of a refused submission; "" when done."""
+    from tasks.audit import AuditError, open_audit_log
+
+    try:
+        open_audit_log(settings).append(
+            "request.rejected",
+            {"request_id": None, "file": file, "reason": reason, "stage": "submit"},
+        )
+    except AuditError as exc:  # e.g. no key: the rejection itself must still be reported
+        return f"; not in the audit log: {_one_line(str(exc), 120)}"
+    return ""
+
+
+@app.command()
+def submit(
+    ctx: typer.Context,
+    request_file: Path = typer.Argument(..., help="The request (.yaml, .yml or .json)."),
+) -> None:
+    """Validate a deletion request and queue it in requests/inbox/."""
+    from tasks.inbox import Inbox
+    from tasks.requests import RequestError
+
+    settings = _settings(ctx)
+    try:
+        queued = Inbox(settings).submit(request_file)
+    except RequestError as exc:
+        if exc.recorded is None:
+            raise
+        where = _relative(exc.recorded, settings.root)
+        note = _audit_rejected_submission(settings, exc.recorded.name, str(exc))
+        raise RequestError(f"{exc} (rejected; recorded in {where}{note})") from None
+    request_id = queued.name.split("__", 1)[1].rsplit(".", 1)[0]
+    typer.echo(f"queued {request_id} -> {_relative(queued, settings.root)}")
+
+
+@app.command()
+def process(
+    ctx: typer.Context,
+    model: str | None = typer.Option(None, "--model", help="Only requests for this model."),
+    as_json: bool = typer.Option(False, "--json", help="Print every summary as JSON."),
+) -> None:
+    """Process every queued request now (the process_inbox flow).
+
+    Exits 1 when any request failed or was rejected, so a scheduler can alert on it.
+    """
+    from flows.process_inbox import process_inbox_flow
+
+    settings = _settings(ctx)
+    with _spinner("processing the inbox"):
+        results = process_inbox_flow(root=str(settings.root), model=model) or []
+    if as_json:
+        typer.echo(json.dumps(results, indent=2, sort_keys=True, default=str))
+    else:
+        for r in results:
+            who = r.get("request_id") or Path(str(r.get("file", "?"))).name
+            details = [f"{k} {r[k]}" for k in ("version", "alias") if r.get(k) is not None]
+            if r.get("reason"):
+                details.append(_one_line(str(r["reason"]), 200))
+            typer.echo(f"{who}: {r.get('state')}" + (f" ({'; '.join(details)})" if details else ""))
+        if not results:
+            typer.echo("inbox empty: nothing to process")
+    failed = sum(r.get("state") != "done" for r in results)
+    if failed:
+        raise CommandError(
+            f"{failed} of {len(results)} request(s) failed or were rejected (see `unlearn status`)"
+        )
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    request_id: str | None = typer.Argument(None, help="Only this request."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Where each request is: queued, processing, done or failed."""
+    from tasks.inbox import Inbox
+    from tasks.requests import RequestError, validate_request_id
+
+    settings = _settings(ctx)
+    if request_id is not None:
+        try:
+            validate_request_id(request_id)
+        except ValueError as exc:
+            raise RequestError(f"request id: {exc}") from None
+    rows = Inbox(settings).status(request_id)
+    if request_id is not None and not rows:
+        raise RequestError(f"no request '{request_id}' under {settings.requests_dir}")
+    if as_json:
+        data = [
+            {
+                "request_id": s.request_id,
+                "state": s.state,
+                "file": str(s.file),
+                "reason": s.reason,
+                "version": s.version,
+                "model": s.model,
+            }
+            for s in rows
+        ]
+        typer.echo(json.dumps(data, indent=2, default=str))
+        return
+    if not rows:
+        typer.echo(f"no requests under {settings.requests_dir}")
+        return
+    table = [
+        [
+            s.request_id or "(invalid)",
+            s.state,
+            "-" if s.version is None else str(s.version),
+            _relative(s.file, settings.root),
+            s.reason or "",
+        ]
+        for s in rows
+    ]
+    _print_table(["REQUEST_ID", "STATE", "VERSION", "FILE", "REASON"], table)
+
+
+@app.command()
+def models(
+    ctx: typer.Context,
+    name: str | None = typer.Option(None, "--model", help="Only this registered model."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Registered model versions, their aliases and gate verdicts."""
+    from tasks.registry import list_versions
+
+    versions = list_versions(_settings(ctx), name)
+    if as_json:
+        typer.echo(json.dumps(versions, indent=2, sort_keys=True, default=str))
+        return
+    if not versions:
+        typer.echo("no registered model versions")
+        return
+    headers: list[str] = []
+    for row in versions:
+        headers += [k for k in row if k not in headers]
+
+    def cell(value: Any) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, list | tuple):
+            return ",".join(str(v) for v in value) or "-"
+        return _one_line(str(value), 60)
+
+    _print_table(
+        [h.upper() for h in headers], [[cell(row.get(h)) for h in headers] for row in versions]
+    )
+
+
+@audit_app.command("verify")
+def audit_verify(ctx: typer.Context) -> None:
+    """Check every audit record: hash chain, HMAC signatures, nothing cut off."""
+    from tasks.audit import AuditError, open_audit_log
+
+    result = open_audit_log(_settings(ctx)).verify()
+    if not result.ok:
+        raise AuditError(str(result))
+    typer.echo(str(result))
+
+
+def _citing_entry(settings: PipelineSettings, request_id: str, digests: set[str]) -> dict[str, Any]:
+    """The newest verified audit-log record about ``request_id``; refuse a tampered log.
+
+    An entry that cites the record (``payload.record_sha256``: SHA-256 of the record file, or
+    :func:`tasks.audit.record_digest` of its content) must match the record as it is now.
+    """
+    from tasks.audit import AuditError, open_audit_log
+
+    log = open_audit_log(settings)
+    verification = log.verify()
+    if not verification.ok:
+        raise AuditError(f"refusing to issue a certificate: {verification}")
+    entries = log.find(request_id=request_id)
+    if not entries:
+        raise AuditError(f"the audit log has no entry for request '{request_id}'")
+    citing = [e for e in entries if (e.get("payload") or {}).get("record_sha256")]
+    entry = (citing or entries)[-1]
+    cited = (entry.get("payload") or {}).get("record_sha256")
+    if cited is not None and cited not in digests:
+        raise AuditError(
+            f"audit record of '{request_id}' does not match the digest in audit log entry "
+            f"{entry.get('seq')} (record edited after it was logged)"
+        )
+    return entry
+
+
+@audit_app.command("certificate")
+def audit_certificate(
+    ctx: typer.Context,
+    request_id: str = typer.Argument(..., help="The request to certify."),
+    fmt: CertificateFormat = typer.Option(CertificateFormat.md, "--format", "-f"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write here instead of stdout."),
+) -> None:
+    """Render the deletion certificate of a request (checked against the audit log)."""
+    from tasks._fs import atomic_write_text
+    from tasks.audit import read_request_record, record_digest, request_record_path
+    from tasks.certificate import render_certificate
+
+    settings = _settings(ctx)
+    record = read_request_record(settings, request_id)
+    file_digest = hashlib.sha256(request_record_path(settings, request_id).read_bytes())
+    entry = _citing_entry(settings, request_id, {file_digest.hexdigest(), record_digest(record)})
+    text = render_certificate(record, fmt.value, log_entry=entry)
+    if out is None:
+        typer.echo(text, nl=False)
+        return
+    atomic_write_text(out, text)
+    typer.echo(f"wrote {out}")
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def bench(ctx: typer.Context) -> None:
+    """Run the benchmark; arguments go to ``python -m delete.bench`` (try ``--help``)."""
+    from delete.bench import main as bench_main
+
+    code = bench_main(list(ctx.args))
+    if code:
+        raise typer.Exit(int(code))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,130 @@
+"""``process_inbox`` flow: drain ``requests/inbox/`` in arrival order, one model at a time.
+
+Every claimed request ends in ``requests/done/`` (with a result summary) or
+``requests/failed/`` (with a one-line reason), and every outcome is in the audit log: invalid
+files are ``request.rejected`` here; the ``unlearn`` subflow records everything else.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prefect import flow
+
+from flows._common import settings_for
+from flows.unlearn import RequestOutcomeError, unlearn_flow
+from tasks._common import one_line
+from tasks._faults import crash_point
+from tasks.audit import open_audit_log
+from tasks.inbox import Inbox, LockTimeoutError, model_lock
+
+__all__ = ["process_inbox_flow"]
+
+
+@flow(name="process-inbox", log_prints=True)
+def process_inbox_flow(
+    root: str | None = None,
+    model: str | None = None,
+    max_requests: int | None = None,
+    device: str = "auto",
+    lock_timeout_s: float = 600.0,
+    stale_after_s: float = 3600.0,
+) -> list[dict[str, Any]]:
+    """Process queued deletion requests, oldest first.
+
+    Args:
+        root: Project root (``UNLEARN_HOME`` or the working directory when ``None``).
+        model: Only requests for this registered model.
+        max_requests: Stop after this many requests (``None``: until the inbox is empty).
+        device: Passed to the ``unlearn`` subflow.
+        lock_timeout_s: Wait this long for a model's lock; on timeout the request goes back
+            to the inbox and the drain stops (another worker is on that model).
+        stale_after_s: Claims older than this whose owner is gone go back to the inbox first.
+
+    Returns:
+        One summary per request: ``{request_id, file, state, ...}``.
+    """
+    settings = settings_for(root)
+    audit = open_audit_log(settings)  # fail before claiming anything if there is no key
+    inbox = Inbox(settings)
+    inbox.ensure_dirs()
+    recovered = inbox.recover_stale(stale_after_s)
+    if recovered:
+        print(f"recovered {len(recovered)} abandoned claim(s) back into the inbox")
+    results: list[dict[str, Any]] = []
+    while max_requests is None or len(results) < max_requests:
+        claim = inbox.claim_next(model)
+        if claim is None:
+            break
+        started = time.perf_counter()
+        if claim.request is None:
+            reason = claim.error or "invalid request file"
+            audit.append(
+                "request.rejected",
+                {"request_id": None, "file": claim.name, "reason": reason, "stage": "validation"},
+            )
+            path = inbox.mark_failed(claim, f"rejected: {reason}")
+            results.append(
+                {"request_id": None, "file": str(path), "state": "failed", "reason": reason}
+            )
+            print(f"{claim.name}: rejected: {reason}")
+            continue
+        request = claim.request
+        try:
+            with model_lock(settings, request.model_ref().name, lock_timeout_s):
+                summary = unlearn_flow(
+                    request=request.to_json_dict(),
+                    root=str(settings.root),
+                    device=device,
+                    hold_lock=False,
+                )
+        except LockTimeoutError as exc:
+            inbox.release(claim)
+            print(f"{request.request_id}: {one_line(exc)}; left in the inbox")
+            break
+        except RequestOutcomeError as exc:
+            path = inbox.mark_failed(claim, f"{exc.status}: {exc.reason}")
+            results.append(
+                {
+                    "request_id": request.request_id,
+                    "file": str(path),
+                    "state": "failed",
+                    "status": exc.status,
+                    "reason": exc.reason,
+                    "record_path": exc.record_path,
+                    "seconds": round(time.perf_counter() - started, 3),
+                }
+            )
+            print(f"{request.request_id}: {exc.status}: {exc.reason}")
+            continue
+        except Exception as exc:  # noqa: BLE001 - the request must not be lost in processing/
+            reason = one_line(exc)
+            audit.append(
+                "request.failed",
+                {"request_id": request.request_id, "reason": reason, "stage": "pipeline"},
+            )
+            path = inbox.mark_failed(claim, f"failed: {reason}")
+            results.append(
+                {
+                    "request_id": request.request_id,
+                    "file": str(path),
+                    "state": "failed",
+                    "reason": reason,
+                }
+            )
+            print(f"{request.request_id}: failed: {reason}")
+            continue
+        crash_point("inbox.before_done")
+        path = inbox.mark_done(claim, summary)
+        results.append({**summary, "file": str(path), "state": "done"})
+    print(
+        f"processed {len(results)} request(s): "
+        f"{sum(r['state'] == 'done' for r in results)} done, "
+        f"{sum(r['state'] == 'failed' for r in results)} failed"
+    )
+    return results
+
+
+if __name__ == "__main__":
+    process_inbox_flow()

@@ -1,0 +1,1 @@
+"""Prefect tasks: thin wrappers that call :mod:`delete` and do the I/O (DVC, MLflow, Evidently, files)."""

@@ -1,0 +1,122 @@
+"""Figures logged with every unlearning run: per-class accuracy and MIA score histograms."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from torch import nn
+
+from delete.data import UnlearningSplits
+from delete.metrics import cross_entropy_loss, predict
+
+__all__ = ["per_class_accuracy_plot", "mia_histogram_plot", "make_plots", "make_plots_task"]
+
+
+def _pyplot():  # type: ignore[no-untyped-def]
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never open a window
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def per_class_accuracy_plot(
+    before: Sequence[float],
+    after: Sequence[float],
+    class_names: Sequence[str],
+    forget_classes: Sequence[int],
+    path: str | os.PathLike[str],
+) -> Path:
+    """Grouped bars of test accuracy per class, before and after; forgotten classes marked."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    x = torch.arange(len(class_names)).float()
+    ax.bar((x - 0.2).tolist(), list(before), width=0.4, label="before (parent)", color="#7a9cc6")
+    ax.bar((x + 0.2).tolist(), list(after), width=0.4, label="after (unlearned)", color="#d9844a")
+    for c in forget_classes:
+        ax.axvspan(c - 0.5, c + 0.5, color="#d62728", alpha=0.08)
+    ax.set_xticks(x.tolist(), [str(n) for n in class_names])
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"Per-class test accuracy; forgotten: {list(forget_classes)} (shaded)")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def _scores(
+    model: nn.Module, splits: UnlearningSplits, device: str | torch.device
+) -> dict[str, torch.Tensor]:
+    out = {}
+    for name in ("train_forget", "test_forget"):
+        logits, labels = predict(model, getattr(splits, name), device)
+        out[name] = torch.log1p(cross_entropy_loss(logits, labels))
+    return out
+
+
+def mia_histogram_plot(
+    before: dict[str, torch.Tensor], after: dict[str, torch.Tensor], path: str | os.PathLike[str]
+) -> Path:
+    """Loss histograms of forget-class train (members) vs test (unseen) samples, before/after.
+
+    After a good unlearning the two histograms overlap: an attacker cannot tell them apart.
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), sharey=False)
+    for ax, (title, scores) in zip(
+        axes, (("before (parent)", before), ("after (unlearned)", after)), strict=True
+    ):
+        for name, color in (("train_forget", "#1f77b4"), ("test_forget", "#ff7f0e")):
+            ax.hist(
+                scores[name].numpy(), bins=30, alpha=0.55, density=True, color=color, label=name
+            )
+        ax.set_title(f"MIA score: log(1 + loss), {title}", fontsize=9)
+        ax.set_xlabel("log(1 + cross-entropy)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def make_plots(
+    original: nn.Module,
+    unlearned: nn.Module,
+    splits: UnlearningSplits,
+    before_per_class: Sequence[float],
+    after_per_class: Sequence[float],
+    class_names: Sequence[str],
+    out_dir: str | os.PathLike[str],
+    device: str | torch.device = "auto",
+) -> list[Path]:
+    """Write ``per_class_accuracy.png`` and ``mia_histograms.png`` into ``out_dir``."""
+    directory = Path(out_dir)
+    return [
+        per_class_accuracy_plot(
+            before_per_class,
+            after_per_class,
+            class_names,
+            splits.forget_classes,
+            directory / "per_class_accuracy.png",
+        ),
+        mia_histogram_plot(
+            _scores(original, splits, device),
+            _scores(unlearned, splits, device),
+            directory / "mia_histograms.png",
+        ),
+    ]
+
+
+make_plots_task = task(make_plots, name="plots", cache_policy=NO_CACHE)

@@ -1,0 +1,189 @@
+"""Deletion certificates: complete, honest, and safe to open in a browser."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import pytest
+
+from tasks.certificate import DISCLAIMER, render_certificate
+
+PARENT_SHA = "a" * 64
+NEW_SHA = "b" * 64
+
+
+def _record(**overrides: Any) -> dict[str, Any]:
+    """A record shaped like the one flows/unlearn.py writes."""
+    record: dict[str, Any] = {
+        "request_id": "gdpr-2025-0042",
+        "status": "completed",
+        "request": {
+            "request_id": "gdpr-2025-0042",
+            "model": "mnist5k-classifier@champion",
+            "forget_classes": [3],
+            "requested_by": "dpo@example.com",
+            "reason": "GDPR Art. 17 erasure",
+            "received_at": "2025-01-31T09:00:00Z",
+            "deadline": None,
+            "method": "delete",
+            "hparams": {},
+        },
+        "request_content_sha256": "f" * 64,
+        "model": "mnist5k-classifier",
+        "parent_version": 1,
+        "parent_weights_sha256": PARENT_SHA,
+        "forget_classes": [3],
+        "forget_class_names": ["three"],
+        "data_version": {
+            "md5": "0123456789abcdef0123456789abcdef.dir",
+            "git_rev": "1234abcd",
+            "dvc_file_committed": True,
+        },
+        "forget_manifest": {"n_samples": 408, "content_sha256": "c" * 64, "dvc_md5": "9" * 32},
+        "method": "delete",
+        "hparams": {"epochs": 20, "lr": 0.001},
+        "metrics": {
+            "before": {"acc_test_forget": 98.5, "acc_test_retain": 97.5, "mia_auc": 0.71},
+            "after": {"acc_test_forget": 0.0, "acc_test_retain": 95.6, "mia_auc": 0.52},
+        },
+        "gates": {"max_test_forget_accuracy": 5.0, "max_retain_accuracy_drop": 3.0},
+        "verdict": {
+            "passed": True,
+            "verdict": "passed",
+            "checks": [
+                _check("max_test_forget_accuracy", 0.0, 5.0, True),
+                _check("max_retain_accuracy_drop", 1.9, 3.0, True),
+            ],
+            "reasons": [],
+        },
+        "onnx": {"path": "artifacts/runs/gdpr-2025-0042/model/model.onnx", "sha256": "d" * 64},
+        "weights_sha256": NEW_SHA,
+        "mlflow_run_id": "run123",
+        "version": 2,
+        "alias": "champion",
+        "code_version": {"git_sha": "feedbeef" * 5, "package_version": "0.1.0"},
+        "started_at": "2025-02-01T02:00:00Z",
+        "finished_at": "2025-02-01T02:03:00Z",
+    }
+    record.update(overrides)
+    return record
+
+
+def _check(name: str, value: float, threshold: float, passed: bool) -> dict[str, Any]:
+    return {"name": name, "value": value, "threshold": threshold, "passed": passed}
+
+
+EXPECTED = [
+    "gdpr-2025-0042",
+    "three",
+    "delete",
+    "0123456789abcdef0123456789abcdef.dir",  # data version
+    "1234abcd",
+    "feedbeef" * 5,  # code version
+    "0.1.0",
+    "acc_test_forget",
+    "98.5",
+    "95.6",
+    "max_test_forget_accuracy",
+    "max_retain_accuracy_drop",
+    "PASS",
+    PARENT_SHA,
+    NEW_SHA,
+    "d" * 64,
+    "dpo@example.com",
+    "GDPR Art. 17 erasure",
+    "champion",
+    "408",
+    "run123",
+]
+
+
+@pytest.mark.parametrize("fmt", ["md", "html"])
+def test_certificate_contains_every_fact_and_the_disclaimer(fmt: str) -> None:
+    text = render_certificate(_record(), fmt)  # type: ignore[arg-type]
+    for fact in EXPECTED:
+        assert fact in text, f"{fact!r} missing from the {fmt} certificate"
+    plain = html.unescape(text) if fmt == "html" else text
+    assert DISCLAIMER in plain
+    assert "not a cryptographic or formal proof" in plain
+
+
+def test_markdown_layout() -> None:
+    md = render_certificate(_record(), "md")
+    assert md.startswith("# Deletion certificate: request gdpr-2025-0042\n")
+    assert "| Metric | Before | After | Change |" in md
+    assert "| acc_test_forget | 98.5 | 0 | -98.5 |" in md
+    assert "| max_test_forget_accuracy | 0 | 5 | PASS |" in md
+    assert f"| original (parent) | 1 | {PARENT_SHA} |" in md
+    assert f"| unlearned (new) | 2 | {NEW_SHA} |" in md
+    assert "- **Forgotten classes:** 3" in md
+
+
+def test_failed_gates_are_shown_with_reasons() -> None:
+    verdict = {
+        "passed": False,
+        "checks": [_check("mia_auc_band", 0.8, 0.1, False)],
+        "reasons": ["MIA AUC 0.8 outside 0.5 +/- 0.1"],
+    }
+    md = render_certificate(_record(verdict=verdict, alias="challenger"), "md")
+    assert "| mia_auc_band | 0.8 | 0.1 | FAIL |" in md
+    assert "- **Gates:** FAIL" in md and "challenger" in md
+    assert "MIA AUC 0.8 outside 0.5 +/- 0.1" in md
+
+
+def test_html_escapes_user_content() -> None:
+    evil = '<script>alert("x")</script> & <img src=x onerror=alert(1)>'
+    record = _record(request={**_record()["request"], "reason": evil, "requested_by": evil})
+    record["forget_class_names"] = ["<b>three</b>"]
+    page = render_certificate(record, "html")
+    assert "<script>" not in page and "<img" not in page and "<b>three" not in page
+    assert html.escape(evil, quote=True) in page
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+
+
+def test_markdown_escapes_markup_in_user_content() -> None:
+    record = _record(request={**_record()["request"], "reason": "a | b <script>x</script> [l](u)"})
+    md = render_certificate(record, "md")
+    assert "<script>" not in md
+    assert r"a \| b \<script\>x\</script\> \[l\](u)" in md
+
+
+def test_minimal_record_renders_with_not_recorded() -> None:
+    md = render_certificate({"request_id": "r1", "status": "rejected", "error": "bad\nthing"}, "md")
+    assert "not recorded" in md and "- **Error:** bad thing" in md
+    assert "not a cryptographic or formal proof" in md
+    page = render_certificate({}, "html")
+    assert "not recorded" in page
+
+
+def test_nested_record_layout_is_read_too() -> None:
+    record = {
+        "request_id": "r2",
+        "model": {"name": "m", "parent_version": 3, "version": 4, "alias": "champion"},
+        "hashes": {"parent_weights_sha256": PARENT_SHA, "new_weights_sha256": NEW_SHA},
+        "gates": {"passed": True, "checks": [_check("g", 1.0, 2.0, True)]},
+        "completed_at": "2025-02-01T00:00:00Z",
+    }
+    md = render_certificate(record, "md")
+    assert f"| original (parent) | 3 | {PARENT_SHA} |" in md
+    assert f"| unlearned (new) | 4 | {NEW_SHA} |" in md
+    assert "| g | 1 | 2 | PASS |" in md and "2025-02-01T00:00:00Z" in md
+
+
+def test_thresholds_are_listed_when_no_verdict_was_recorded() -> None:
+    md = render_certificate({"request_id": "r", "gates": {"mia_auc_band": 0.1}}, "md")
+    assert "| mia_auc_band | not recorded | 0.1 | not recorded |" in md
+
+
+def test_log_entry_is_cited() -> None:
+    entry = {"seq": 7, "event": "request.completed", "ts": "2025-02-01T02:03:01Z", "hash": "e" * 64}
+    md = render_certificate(_record(), "md", log_entry=entry)
+    assert "seq 7 (request.completed)" in md and "e" * 64 in md
+
+
+def test_bad_format_and_bad_record() -> None:
+    with pytest.raises(ValueError, match="unknown certificate format 'pdf'"):
+        render_certificate(_record(), "pdf")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="must be a JSON object"):
+        render_certificate([1], "md")  # type: ignore[arg-type]

@@ -1,0 +1,169 @@
+"""Model builders (CIFAR ResNet-18, torchvision by name) and the safety of model files."""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from delete.checkpoint import load_model, save_model, state_dict_sha256
+from delete.errors import CheckpointError, UnknownModelError, UnlearningError
+from delete.models import (
+    ModelSpec,
+    SmallCNN,
+    build_model,
+    build_torchvision_classifier,
+    list_models,
+    list_torchvision_classifiers,
+    resnet18_cifar,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    # Several test processes share two cores; more threads only add contention.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_resnet18_cifar_has_the_cifar_stem() -> None:
+    torch.manual_seed(0)
+    model = resnet18_cifar(num_classes=10).eval()
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    assert model.conv1.kernel_size == (3, 3) and model.conv1.stride == (1, 1)
+    assert isinstance(model.maxpool, nn.Identity)
+    assert sum(p.numel() for p in model.parameters()) == 11_173_962  # the standard figure
+    gray = resnet18_cifar(num_classes=4, in_channels=1).eval()
+    assert gray(torch.randn(1, 1, 32, 32)).shape == (1, 4)
+
+
+def test_resnet18_cifar_is_registered() -> None:
+    assert {"small_cnn", "resnet18_cifar"} <= set(list_models())
+    model = build_model(ModelSpec("resnet18_cifar", num_classes=7, in_channels=3, image_size=32))
+    assert model.fc.out_features == 7
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small"])
+def test_torchvision_classifier_by_name(name: str) -> None:
+    torch.manual_seed(0)
+    model = build_torchvision_classifier(name, num_classes=5).eval()
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 5)
+    gray = build_torchvision_classifier(name, num_classes=5, in_channels=1).eval()
+    assert gray(torch.randn(2, 1, 32, 32)).shape == (2, 5)
+    first_conv = next(m for m in gray.modules() if isinstance(m, nn.Conv2d))
+    assert first_conv.in_channels == 1
+    via_spec = build_model(ModelSpec(f"torchvision:{name}", num_classes=3, in_channels=1))
+    assert sum(p.numel() for p in via_spec.parameters()) > 0
+
+
+def test_torchvision_builder_passes_kwargs() -> None:
+    model = build_torchvision_classifier("mobilenet_v3_small", 2, dropout=0.5)
+    assert [m.p for m in model.modules() if isinstance(m, nn.Dropout)] == [0.5]
+
+
+def test_unknown_models_are_clear_errors() -> None:
+    assert "resnet18" in list_torchvision_classifiers()
+    with pytest.raises(
+        UnknownModelError, match="unknown torchvision classifier 'resnet19'"
+    ) as info:
+        build_torchvision_classifier("resnet19", 10)
+    assert "did you mean resnet18" in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(UnknownModelError, match="fasterrcnn"):
+        build_torchvision_classifier("fasterrcnn_resnet50_fpn", 10)  # detection, not classification
+    with pytest.raises(UnknownModelError, match="never downloaded"):
+        build_torchvision_classifier("resnet18", 10, weights="DEFAULT")
+    with pytest.raises(UnknownModelError, match="rejected"):
+        build_torchvision_classifier("resnet18", 10, depth=3)
+    with pytest.raises(UnknownModelError, match="unknown architecture 'no_such'"):
+        build_model(ModelSpec("no_such", num_classes=2))
+    with pytest.raises(ValueError):  # still a ValueError, as before
+        build_model(ModelSpec("torchvision:no_such", num_classes=2))
+    assert issubclass(UnknownModelError, UnlearningError)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        ModelSpec("resnet18_cifar", num_classes=10, in_channels=3, image_size=32),
+        ModelSpec("torchvision:mobilenet_v3_small", num_classes=4, in_channels=1, image_size=32),
+        ModelSpec("small_cnn", num_classes=3, in_channels=1, image_size=8, kwargs={"width": 8}),
+    ],
+    ids=lambda s: s.arch,
+)
+def test_model_spec_round_trip(spec: ModelSpec, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = build_model(spec).eval()
+    path = save_model(model, spec, tmp_path / "model.safetensors")
+    loaded, loaded_spec = load_model(path)
+    assert loaded_spec == spec and not loaded.training
+    assert state_dict_sha256(loaded) == state_dict_sha256(model)
+    x = torch.rand(2, spec.in_channels, spec.image_size, spec.image_size)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+
+
+class _Planted:
+    """Pickles to a call that writes a marker file: what a planted checkpoint would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (exec, (f"open({str(self.marker)!r}, 'w').write('pwned')",))
+
+
+def test_load_model_refuses_a_planted_pickle(tmp_path: Path) -> None:
+    proof, marker = tmp_path / "proof", tmp_path / "marker"
+    live = tmp_path / "live.pt"
+    torch.save({"weight": torch.zeros(1), "x": _Planted(proof)}, live)
+    torch.load(live, weights_only=False)  # the payload really runs when unpickled...
+    assert proof.exists()
+
+    spec = ModelSpec("small_cnn", num_classes=10, in_channels=1)
+    planted = tmp_path / "model.pt"
+    state = dict(SmallCNN(10, 1).state_dict())
+    torch.save({**state, "features.0.weight": _Planted(marker)}, planted)
+    with pytest.raises(CheckpointError, match="refused") as info:
+        load_model(planted, spec)
+    assert "\n" not in str(info.value)
+    disguised = tmp_path / "model.safetensors"  # a pickle renamed to look safe
+    disguised.write_bytes(pickle.dumps(_Planted(marker)))
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load_model(disguised)
+    assert not marker.exists()  # ...but load_model never runs it
+
+
+def test_weights_only_pt_state_dict_still_loads(tmp_path: Path) -> None:
+    spec = ModelSpec("small_cnn", num_classes=10, in_channels=1)
+    model = SmallCNN(10, 1)
+    torch.save(model.state_dict(), tmp_path / "ok.pt")
+    loaded, _ = load_model(tmp_path / "ok.pt", spec)
+    assert state_dict_sha256(loaded) == state_dict_sha256(model)
+
+
+def test_truncated_safetensors_is_a_checkpoint_error(tmp_path: Path) -> None:
+    spec = ModelSpec("small_cnn", num_classes=10, in_channels=1)
+    path = save_model(SmallCNN(10, 1), spec, tmp_path / "m.safetensors")
+    data = path.read_bytes()
+    for keep in (len(data) // 2, 6):
+        path.write_bytes(data[:keep])
+        with pytest.raises(CheckpointError, match="corrupt or truncated"):
+            load_model(path)
+
+
+def test_wrong_architecture_is_a_checkpoint_error(tmp_path: Path) -> None:
+    spec = ModelSpec("small_cnn", num_classes=10, in_channels=1)
+    path = save_model(SmallCNN(10, 1), spec, tmp_path / "m.safetensors")
+    with pytest.raises(CheckpointError, match="does not fit architecture 'small_cnn'"):
+        load_model(path, ModelSpec("small_cnn", num_classes=5, in_channels=1))
+    with pytest.raises(CheckpointError, match="does not fit architecture 'resnet18_cifar'"):
+        load_model(path, ModelSpec("resnet18_cifar", num_classes=10, in_channels=1))
+    odd = save_model(SmallCNN(10, 1), ModelSpec("gone_arch", 10), tmp_path / "odd.safetensors")
+    with pytest.raises(CheckpointError, match="unbuildable architecture"):
+        load_model(odd)
