@@ -32,11 +32,14 @@ test: $(STAMP) ## Run every test (unit, flows, behavioral, doctests)
 test-fast: $(STAMP) ## Unit tests and doctests only
 	$(PY) -m pytest -q tests/unit delete
 
-bench: $(STAMP) ## Benchmark quick mode (< 10 min on 2 CPU cores): tables, CSV, plots
+bench: $(STAMP) ## Quick benchmarks: methods, applications, pipeline overhead (tables, CSV, plots)
 	$(PY) -m delete.bench --quick --out bench_results
+	$(PY) -m delete.applications.bench --quick --out bench_results --threads 1
+	$(PY) -m flows.bench_pipeline --out bench_results
 
 bench-full: $(STAMP) ## Full benchmark (3 seeds x 3 classes + multi-class, every method)
-	$(PY) -m delete.bench --out bench_results
+	$(PY) -m delete.bench --out bench_results/full
+	$(PY) -m delete.applications.bench --out bench_results/full
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy on delete/
 	$(VENV)/bin/ruff check .

@@ -21,8 +21,8 @@ from delete.errors import (
     UnlearningError,
 )
 from delete.losses import delete_loss
-from delete.metrics import evaluate_unlearning
 from delete.methods import create_method, list_methods, method_info, register_method
+from delete.metrics import evaluate_unlearning
 
 __version__ = "0.1.0"
 

@@ -30,5 +30,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         return torch.device("cpu")
     resolved = torch.device(device)
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available; use device='auto'")
+        raise ValueError(
+            f"device {device!r} requested but CUDA is not available; use device='auto'"
+        )
     return resolved

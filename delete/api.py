@@ -17,7 +17,13 @@ from delete.errors import InvalidClassError, InvalidForgetSetError, MissingRetai
 from delete.methods import create_method
 from delete.methods.base import DataLoaderLike, MethodConfig, UnlearnContext
 
-__all__ = ["UnlearnResult", "unlearn", "run_unlearning", "validate_forget_classes", "infer_num_classes"]
+__all__ = [
+    "UnlearnResult",
+    "unlearn",
+    "run_unlearning",
+    "validate_forget_classes",
+    "infer_num_classes",
+]
 
 
 @dataclass
@@ -48,7 +54,11 @@ def validate_forget_classes(forget_classes: Iterable[Any], num_classes: int) -> 
         raise InvalidClassError("forget_classes is empty; name at least one class to forget")
     ints: list[int] = []
     for c in classes:
-        if isinstance(c, bool) or not isinstance(c, int | torch.Tensor) and not hasattr(c, "__index__"):
+        if (
+            isinstance(c, bool)
+            or not isinstance(c, int | torch.Tensor)
+            and not hasattr(c, "__index__")
+        ):
             raise InvalidClassError(f"forget class {c!r} is not a class index")
         ints.append(int(c))
     duplicates = sorted({c for c in ints if ints.count(c) > 1})
@@ -74,7 +84,9 @@ def infer_num_classes(model: nn.Module, sample: torch.Tensor, device: torch.devi
         out = model(sample[:1].to(device))
     model.train(was_training)
     if out.dim() < 2:
-        raise InvalidForgetSetError(f"model output has shape {tuple(out.shape)}; expected (N, C, ...)")
+        raise InvalidForgetSetError(
+            f"model output has shape {tuple(out.shape)}; expected (N, C, ...)"
+        )
     return int(out.shape[1])
 
 

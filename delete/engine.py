@@ -90,7 +90,9 @@ def _load_checkpoint(path: Path, fingerprint: str) -> dict[str, Any] | None:
     try:
         payload: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the same failure to the user
-        raise CheckpointError(f"engine checkpoint {path} is unreadable: {exc}".splitlines()[0]) from exc
+        raise CheckpointError(
+            f"engine checkpoint {path} is unreadable: {exc}".splitlines()[0]
+        ) from exc
     if payload.get("fingerprint") != fingerprint:
         log.warning("ignoring checkpoint %s: it belongs to a different run configuration", path)
         return None
@@ -175,7 +177,9 @@ def run_engine(
             count += 1
             bar.set_postfix(loss=f"{total / count:.4f}")
         result.epoch_losses.append(total / max(count, 1))
-        log.debug("%s epoch %d/%d loss %.5f", method.name, epoch + 1, cfg.epochs, result.epoch_losses[-1])
+        log.debug(
+            "%s epoch %d/%d loss %.5f", method.name, epoch + 1, cfg.epochs, result.epoch_losses[-1]
+        )
         if ckpt_path is not None:
             _save_checkpoint(
                 ckpt_path,

@@ -53,7 +53,9 @@ def masked_teacher_distribution(
     return F.softmax(mask_logits(teacher_logits.float(), forget_classes) / temperature, dim=1)
 
 
-def distillation_kl(student_logits: Tensor, target_probs: Tensor, temperature: float = 1.0) -> Tensor:
+def distillation_kl(
+    student_logits: Tensor, target_probs: Tensor, temperature: float = 1.0
+) -> Tensor:
     """``KL(target || softmax(student / T))`` with batch-mean reduction, times ``T**2``.
 
     Spatial logits ``(N, C, H, W)`` are averaged over every pixel.

@@ -2,17 +2,25 @@
 
 Steps (each a Prefect task; only MLflow and DVC-remote I/O retry, never the unlearning):
 
-1. idempotency: a complete version tagged with the request id means "already applied";
-   incomplete versions of the request (a crashed run) are deleted;
+1. idempotency, keyed by request id + content hash: a complete version of the request means
+   "already applied" (whatever a killed run left undone after the completion tag, alias move,
+   its audit record, the request record, is finished first); the same id with other content
+   is rejected; incomplete versions and RUNNING MLflow runs of the request (a killed run's
+   debris) are deleted / ended;
 2. dataset at the pinned DVC version, forget classes resolved, parent version loaded from the
    registry (weights only);
 3. forget-set manifest written and versioned with DVC;
-4. unlearning (``delete.run_unlearning``; per-epoch checkpoints for kill -9 resumption);
+4. unlearning (``delete.run_unlearning``; per-epoch checkpoints, keyed by the request's content
+   and the parent's weights, for kill -9 resumption);
 5. before/after metrics, promotion gates, Evidently report, plots, ONNX export + parity;
-6. one MLflow run with all of it; version registered, completion tag, alias moved
+6. one MLflow run with all of it; version registered, request record written, completion tag
+   (the commit point), alias moved
    (``@champion`` when every gate passes, else ``@challenger`` + ``gate.verdict=rejected``);
 7. audit: ``alias.moved`` per alias move, ``request.completed`` (or ``request.rejected`` /
    ``request.failed``), the per-request record JSON, and a Prefect markdown artifact.
+
+``tasks._faults.crash_point`` marks where the crash-safety tests kill the process (no-ops
+unless ``UNLEARN_CRASH_AT`` is set).
 """
 
 from __future__ import annotations

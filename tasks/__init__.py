@@ -1,1 +1,4 @@
-"""Prefect tasks: thin wrappers that call :mod:`delete` and do the I/O (DVC, MLflow, Evidently, files)."""
+"""Prefect tasks: thin wrappers that call :mod:`delete` and do the I/O.
+
+DVC, MLflow, Evidently and files live here, never in the core library.
+"""

@@ -328,11 +328,10 @@ def register_version(
     Returns:
         The version number.
     """
+    import mlflow
     import numpy as np
     import onnx
     import onnxruntime
-
-    import mlflow
 
     directory = Path(model_dir)
     weights, spec_file, onnx_file = (

@@ -1,4 +1,4 @@
-"""Test-wide settings: keep torch on few threads (2-core CI) and telemetry off."""
+"""Test-wide settings: one torch thread (2-core CI) and telemetry off."""
 
 from __future__ import annotations
 
@@ -10,4 +10,5 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 
 import torch  # noqa: E402
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# One thread: on 2 shared cores, two torch threads per process ran several times slower.
+torch.set_num_threads(1)

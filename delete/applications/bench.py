@@ -121,8 +121,6 @@ def run_case(
 
     forget_set = _cap(spec.forget_set(data, forget), case.forget_cap, seed)
     retain_set = _cap(spec.retain_set(data, forget), case.retain_cap, seed)
-    forget_loader = make_loader(forget_set, case.batch_size, shuffle=True, seed=seed)
-    retain_loader = make_loader(retain_set, case.batch_size, shuffle=True, seed=seed)
     log.info("%s: %d forget / %d retain samples", case.task, _size(forget_set), _size(retain_set))
 
     delete_hparams = spec.delete_hparams if case.delete_hparams is None else case.delete_hparams
@@ -138,6 +136,9 @@ def run_case(
 
     for label, method, hparams in runs:
         needs_retain = bool(method_info(method)["needs_retain"])
+        # Fresh loaders per run: a shared one's shuffle order would depend on the rows before.
+        forget_loader = make_loader(forget_set, case.batch_size, shuffle=True, seed=seed)
+        retain_loader = make_loader(retain_set, case.batch_size, shuffle=True, seed=seed)
         started = time.perf_counter()
         try:
             result = run_unlearning(
@@ -172,6 +173,19 @@ def _section(case: BenchCase, rows: list[dict[str, Any]], left_out: dict[str, st
         + "; ".join(f"{r['method']}: {r['note'] or 'defaults'}" for r in rows[2:])
         + ".",
     ]
+    caps = []
+    if case.baseline_epochs_cap is not None:
+        caps.append(f"epochs capped at {case.baseline_epochs_cap}")
+    if case.retain_cap is not None:
+        caps.append(f"retain set capped at {case.retain_cap} samples")
+    parts += [
+        "",
+        "Baselines run with their registry defaults"
+        + (f" ({', '.join(caps)})" if caps else "")
+        + ", not tuned for this task.",
+    ]
+    for note in case.notes:
+        parts += ["", note]
     if left_out:
         parts += [
             "",

@@ -6,6 +6,12 @@ works unchanged: DELETE masks the forgotten identities' logits in the frozen tea
 distils the rest. Evaluation reports identity accuracy and 1:1 verification (TAR at a fixed
 FAR, probe vs. gallery centroid) separately for forgotten and retained identities.
 
+Verification uses only the embeddings, and an embedding network also verifies people it was
+never trained on: a model retrained without an identity still verifies it (the benchmark's
+Retrain row). DELETE at its default (BatchNorm frozen, small learning rate) removes the
+identity from identification and lowers its TAR; with trained BatchNorm and a larger learning
+rate it drives that TAR to 0, at a cost on the retained identities' TAR.
+
 Without ``root`` the data are the real MNIST-5k digits standing in for ten identities (no face
 dataset can be fetched offline); with ``root`` an ImageFolder tree of identity folders.
 """

@@ -35,7 +35,7 @@ def register_method(name: str) -> Callable[[M], M]:
 
 
 def list_methods(*, needs_retain: bool | None = None) -> list[str]:
-    """Names of the registered methods, sorted; optionally only those that (do not) need retained data."""
+    """Registered method names, sorted; optionally filtered on whether they need retained data."""
     return sorted(
         name
         for name, cls in _REGISTRY.items()

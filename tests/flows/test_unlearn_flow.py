@@ -62,9 +62,9 @@ def test_request_registers_a_promoted_version(first_request: dict[str, Any], pro
 
 
 def test_onnx_from_the_registry_matches_torch(first_request: dict[str, Any], project: Any) -> None:
+    import mlflow
     import onnxruntime as ort
 
-    import mlflow
     from tasks.dataset import load_dataset_at_version
     from tasks.registry import mlflow_client, resolve_model
     from tasks.requests import parse_model_ref
