@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from delete.models import register_model
+from delete.models.small_cnn import conv_stack
 
 __all__ = ["CosineHead", "CosineFaceNet"]
 
@@ -78,17 +79,7 @@ class CosineFaceNet(nn.Module):
     ) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, width // 2, 3, padding=1, bias=False),
-            nn.BatchNorm2d(width // 2),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(2),
-            nn.Conv2d(width // 2, width, 3, padding=1, bias=False),
-            nn.BatchNorm2d(width),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(2),
-            nn.Conv2d(width, 2 * width, 3, padding=1, bias=False),
-            nn.BatchNorm2d(2 * width),
-            nn.ReLU(inplace=True),
+            *conv_stack(in_channels, width),
             nn.AdaptiveAvgPool2d(1),
             nn.Flatten(),
         )

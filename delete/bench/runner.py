@@ -24,7 +24,7 @@ from delete.bench.summary import summarize, to_markdown, write_csv
 from delete.checkpoint import save_model
 from delete.data import DatasetBundle, UnlearningSplits, load_dataset, make_unlearning_splits
 from delete.methods import get_method_class, list_methods
-from delete.metrics import evaluate_unlearning
+from delete.metrics import REPORT_METRICS, evaluate_unlearning
 from delete.models import ModelSpec, build_model
 from delete.training import TrainConfig, make_loader, train_classifier
 
@@ -45,15 +45,7 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "seconds",
     "time_ratio",
     "eval_seconds",
-    "acc_train_forget",
-    "acc_train_retain",
-    "acc_test_forget",
-    "acc_test_retain",
-    "h_mean",
-    "mia_svc_member_rate",
-    "mia_auc",
-    "mia_auc_std",
-    "js_to_reference",
+    *REPORT_METRICS,
     "mia_svc_rate_entropy",
     "mia_svc_rate_m_entropy",
     "mia_svc_rate_prob",

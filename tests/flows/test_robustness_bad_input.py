@@ -403,6 +403,18 @@ def _queue(case: Case, settings: Any, tmp_path: Path) -> Path:
     return source
 
 
+def _certificate(settings: Any, request_id: str) -> str:
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    result = CliRunner().invoke(
+        app, ["--root", str(settings.root), "audit", "certificate", request_id]
+    )
+    assert result.exit_code == 0, result.stderr
+    return result.stdout
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_bad_input_is_failed_with_reason_audited_and_registry_unchanged(
     case: Case,
@@ -444,6 +456,9 @@ def test_bad_input_is_failed_with_reason_audited_and_registry_unchanged(
     expected_id = None if case.raw is not None else case.name
     assert new[0]["payload"]["request_id"] == expected_id
     assert audit.verify().ok
+    if expected_id is not None:  # the request's record matches the digest its audit entry cites
+        cert = _certificate(settings, expected_id)
+        assert f"**Outcome:** {case.status}" in cert and "not a cryptographic" in cert
     # 4. the registry is as it was (versions, completeness, verdicts, @champion, @challenger)
     assert after == before
     assert not (settings.root / "x.json").exists() and not (settings.root.parent / "x").exists()
