@@ -13,7 +13,12 @@ from torch import nn
 
 from delete._device import resolve_device
 from delete.engine import EngineResult, run_engine
-from delete.errors import InvalidClassError, InvalidForgetSetError, MissingRetainDataError
+from delete.errors import (
+    InvalidClassError,
+    InvalidForgetSetError,
+    InvalidHparamError,
+    MissingRetainDataError,
+)
 from delete.methods import create_method
 from delete.methods.base import DataLoaderLike, MethodConfig, UnlearnContext
 
@@ -97,6 +102,22 @@ def _first_batch(loader: DataLoaderLike, what: str) -> torch.Tensor:
     raise InvalidForgetSetError(f"the {what} is empty; there is nothing to train on")
 
 
+def _set_trainable(student: nn.Module, prefixes: tuple[str, ...] | None) -> None:
+    """Unfreeze the parameters the method may update; refuse prefixes that match nothing."""
+    matched: set[str] = set()
+    for name, param in student.named_parameters():
+        hits = [p for p in prefixes or () if name == p or name.startswith(p.rstrip(".") + ".")]
+        matched.update(hits)
+        param.requires_grad_(prefixes is None or bool(hits))
+    unknown = sorted(set(prefixes or ()) - matched)
+    if unknown:
+        groups = list(dict.fromkeys(n.rsplit(".", 1)[0] for n, _ in student.named_parameters()))
+        shown = ", ".join(groups[:12]) + (", ..." if len(groups) > 12 else "")
+        raise InvalidHparamError(
+            f"trainable prefixes {unknown} match no parameter of the model (it has: {shown})"
+        )
+
+
 def run_unlearning(
     model: nn.Module,
     forget_loader: DataLoaderLike,
@@ -129,8 +150,7 @@ def run_unlearning(
         _first_batch(retain_loader, "retain set")
 
     student = copy.deepcopy(model).to(dev)
-    for p in student.parameters():
-        p.requires_grad_(True)
+    _set_trainable(student, algo.config.trainable)
     generator = torch.Generator().manual_seed(algo.config.seed)
     ctx = UnlearnContext(
         student=student,
@@ -145,6 +165,8 @@ def run_unlearning(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(algo.config.seed)
         engine = run_engine(algo, ctx, progress=progress, checkpoint_dir=checkpoint_dir)
+    for param in student.parameters():  # frozen for unlearning only; the result is a plain model
+        param.requires_grad_(True)
     return UnlearnResult(
         model=student.to(home_device).eval(),
         method=method,

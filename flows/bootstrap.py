@@ -1,5 +1,10 @@
 """``bootstrap`` flow: version the dataset with DVC, train the original model, register it.
 
+``task=`` bootstraps a model of another task from the same digits (``face``: the classes as
+identities, ``backdoor``: a BadNets-poisoned training split, ``segmentation``: scenes of
+digits); the version records the task and its data options in its tags, so unlearning
+rebuilds the same data.
+
 Idempotent: a clean DVC workspace is kept, and a complete version tagged
 ``request_id=bootstrap`` is reused (``@champion`` is only set when the model has none, so a
 re-run never demotes a model produced by later deletions).
@@ -7,6 +12,9 @@ re-run never demotes a model produced by later deletions).
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -16,12 +24,14 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from torch import nn
 
+from delete.applications import get_task
 from delete.data import DatasetBundle, RandomShift
 from delete.metrics import accuracy, per_class_accuracy, predict
 from delete.models import ModelSpec, build_model
 from delete.training import TrainConfig, train_classifier
 from flows._common import current_flow_run_id, move_alias_task, settings_for, utc_now
 from tasks._common import code_version
+from tasks.applications import CLASSIFICATION, DEFAULT_TASK_OPTIONS, TAG_TASK, TAG_TASK_OPTIONS
 from tasks.audit import open_audit_log
 from tasks.dataset import ensure_dataset_task, load_dataset_task, push_to_remote_task
 from tasks.export import package_model_task
@@ -66,6 +76,40 @@ def train_original(
     return model.cpu().eval(), spec
 
 
+@task(name="train-task-original", cache_policy=NO_CACHE)
+def train_task_original(
+    task_name: str,
+    bundle: DatasetBundle,
+    options: dict[str, Any],
+    epochs: int,
+    seed: int,
+    device: str,
+) -> tuple[nn.Module, ModelSpec, dict[str, float]]:
+    """Train the task's default architecture with its loss and recipe; its headline metrics.
+
+    The digits are random-shift augmented, as for classification (segmentation composes its
+    scenes from the raw digits).
+    """
+    spec = get_task(task_name)
+    augmented = DatasetBundle(
+        bundle.name, bundle.train.with_transform(RandomShift(2)), bundle.test, bundle.class_names
+    )
+    data = spec.load_data(bundle=augmented, **options)
+    model_spec = spec.model_spec(data)
+    torch.manual_seed(seed)
+    model = build_model(model_spec)
+    recipe = dataclasses.replace(spec.train_config, epochs=epochs, seed=seed)
+    train_classifier(model, data.train, recipe, device, loss_fn=spec.train_loss(model))
+    model = model.cpu().eval()
+    measured = spec.evaluate(model, data, spec.default_forget_classes(data), torch.device("cpu"))
+    metrics = {
+        k: float(v)
+        for k, v in measured.items()
+        if k in spec.headline and isinstance(v, int | float) and math.isfinite(v)
+    }
+    return model, model_spec, metrics
+
+
 @flow(name="bootstrap", log_prints=True)
 def bootstrap_flow(
     root: str | None = None,
@@ -74,6 +118,8 @@ def bootstrap_flow(
     max_per_class: int | None = None,
     seed: int = 0,
     device: str = "auto",
+    task: str = CLASSIFICATION,
+    task_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Materialise + ``dvc add`` + ``dvc push`` the data; train and register version 1 @champion.
 
@@ -84,13 +130,25 @@ def bootstrap_flow(
         max_per_class: Keep only this many training images per class (small test roots).
         seed: Seed of the split, the initialisation and the shuffling.
         device: ``auto`` (CUDA when present), ``cpu``, ``cuda``.
+        task: ``classification`` (default), ``face``, ``backdoor`` or ``segmentation``.
+        task_options: The task's data options (e.g. the backdoor's ``target`` and
+            ``poison_rate``, the number of segmentation scenes), over
+            :data:`tasks.applications.DEFAULT_TASK_OPTIONS`.
 
     Returns:
         ``{model, version, reused, data_version, champion, seconds}``.
     """
     started = time.perf_counter()
     settings = settings_for(root)
-    name = model_name or settings.registered_model
+    get_task(task)  # an unknown task fails before any work
+    options = (
+        {} if task == CLASSIFICATION else {**DEFAULT_TASK_OPTIONS[task], **(task_options or {})}
+    )
+    name = model_name or (
+        settings.registered_model
+        if task == CLASSIFICATION
+        else f"{settings.registered_model}-{task}"
+    )
     audit = open_audit_log(settings)  # refuse to start without an audit key
     version = ensure_dataset_task(settings, max_per_class=max_per_class)
     push_to_remote_task(settings, ["data.dvc"])
@@ -119,10 +177,18 @@ def bootstrap_flow(
         }
 
     bundle, version = load_dataset_task(settings, version.md5)
-    model, spec = train_original(bundle, epochs, seed, device)
-    logits, labels = predict(model, bundle.test, "cpu")
-    test_accuracy = accuracy(logits, labels)
-    per_class = per_class_accuracy(logits, labels, bundle.num_classes).tolist()
+    if task == CLASSIFICATION:
+        model, spec = train_original(bundle, epochs, seed, device)
+        logits, labels = predict(model, bundle.test, "cpu")
+        test_accuracy = accuracy(logits, labels)
+        per_class = per_class_accuracy(logits, labels, bundle.num_classes).tolist()
+        metrics = {
+            "acc_test": test_accuracy,
+            **{f"acc_test_class_{i}": v for i, v in enumerate(per_class)},
+        }
+    else:
+        model, spec, metrics = train_task_original(task, bundle, options, epochs, seed, device)
+        test_accuracy = metrics.get("acc_retain", metrics.get("clean_acc", float("nan")))
     package = package_model_task(model, spec, settings.artifacts_dir / "bootstrap" / "model")
     code = code_version()
     run_id = create_run(
@@ -140,11 +206,10 @@ def bootstrap_flow(
             "max_per_class": max_per_class,
             "dataset": bundle.name,
             "data.dvc_md5": version.md5,
+            "task": task,
+            **{f"task.{k}": v for k, v in options.items()},
         },
-        metrics={
-            "acc_test": test_accuracy,
-            **{f"acc_test_class_{i}": v for i, v in enumerate(per_class)},
-        },
+        metrics=metrics,
         artifacts=[(package.weights_path, "model_files"), (package.onnx_path, "model_files")],
         dicts={"onnx_parity.json": package.parity, "code_version.json": code},
     )
@@ -160,7 +225,9 @@ def bootstrap_flow(
         "code.git_dirty": str(code["git_dirty"]).lower(),
         "train.epochs": epochs,
         "train.seed": seed,
-        "metric.acc_test": round(test_accuracy, 4),
+        TAG_TASK: task,
+        TAG_TASK_OPTIONS: json.dumps(options, sort_keys=True),
+        **{f"metric.{k}": round(v, 4) for k, v in metrics.items() if not k.startswith("acc_test_")},
         "onnx_sha256": package.onnx_sha256,
         TAG_VERDICT: "n/a",
     }
@@ -187,7 +254,9 @@ def bootstrap_flow(
             "version": new_version,
             "data_version": version.to_dict(),
             "code_version": code,
-            "acc_test": test_accuracy,
+            "task": task,
+            "task_options": options,
+            "metrics": metrics,
             "weights_sha256": package.weights_sha256,
             "onnx_sha256": package.onnx_sha256,
             "mlflow_run_id": run_id,
@@ -196,16 +265,17 @@ def bootstrap_flow(
         },
     )
     finish_run(settings, run_id)
-    print(
-        f"bootstrap: registered {name} version {new_version} (test accuracy {test_accuracy:.2f}%)"
-    )
+    shown = ", ".join(f"{k} {v:.2f}" for k, v in metrics.items() if not k.startswith("acc_test_"))
+    print(f"bootstrap: registered {task} model {name} version {new_version} ({shown})")
     return {
         "model": name,
         "version": new_version,
         "reused": False,
         "data_version": version.to_dict(),
         "champion": get_alias(settings, name, CHAMPION),
+        "task": task,
         "acc_test": test_accuracy,
+        "metrics": metrics,
         "onnx_path": str(Path(package.onnx_path)),
         "seconds": time.perf_counter() - started,
     }

@@ -196,6 +196,51 @@ def _audit_rejected_submission(settings: PipelineSettings, file: str, reason: st
 
 
 @app.command()
+def bootstrap(
+    ctx: typer.Context,
+    task: str = typer.Option(
+        "classification", "--task", help="classification, face, backdoor or segmentation."
+    ),
+    model: str | None = typer.Option(
+        None, "--model", help="Registered name (default: UNLEARN_MODEL_NAME[-TASK])."
+    ),
+    epochs: int = typer.Option(5, "--epochs", min=1, help="Training epochs of the original."),
+    option: list[str] = typer.Option(
+        [],
+        "--option",
+        help="A task data option KEY=VALUE (JSON value), e.g. --option target=7. Repeatable.",
+    ),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+) -> None:
+    """Version the data with DVC, train a task's original model, register it @champion."""
+    from delete.applications import get_task
+    from flows.bootstrap import bootstrap_flow
+
+    get_task(task)
+    options: dict[str, Any] = {}
+    for item in option:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"--option {item!r} is not KEY=VALUE")
+        try:
+            options[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            options[key] = raw
+    settings = _settings(ctx)
+    with _spinner(f"bootstrapping a {task} model"):
+        result = bootstrap_flow(
+            root=str(settings.root),
+            model_name=model,
+            epochs=epochs,
+            device=device,
+            task=task,
+            task_options=options or None,
+        )
+    state = "reused" if result["reused"] else "registered"
+    typer.echo(f"{result['model']} version {result['version']} {state} (task {task})")
+
+
+@app.command()
 def submit(
     ctx: typer.Context,
     request_file: Path = typer.Argument(..., help="The request (.yaml, .yml or .json)."),

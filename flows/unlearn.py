@@ -26,6 +26,7 @@ unless ``UNLEARN_CRASH_AT`` is set).
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import sys
 import time
@@ -40,6 +41,7 @@ from prefect.cache_policies import NO_CACHE
 from torch import nn
 
 from delete.api import UnlearnResult, run_unlearning
+from delete.applications import UnknownTaskError, get_task
 from delete.data import ImageTensorDataset, make_unlearning_splits
 from delete.errors import (
     InvalidClassError,
@@ -61,6 +63,18 @@ from flows._common import (
 )
 from tasks._common import code_version, one_line
 from tasks._faults import crash_point, crash_when_file_appears
+from tasks.applications import (
+    CLASSIFICATION,
+    TAG_TASK,
+    TAG_TASK_OPTIONS,
+    TaskMismatchError,
+    TaskRun,
+    evaluate_task_model_task,
+    model_task,
+    prepare_task_run,
+    task_evidently_report_task,
+    task_plots_task,
+)
 from tasks.audit import (
     AuditError,
     AuditLog,
@@ -75,7 +89,7 @@ from tasks.dataset import (
     push_to_remote_task,
     resolve_forget_classes,
 )
-from tasks.evaluation import check_gates, evaluate_model_task, load_gates
+from tasks.evaluation import check_gates, check_task_gates, evaluate_model_task, load_gates
 from tasks.export import package_model_task
 from tasks.inbox import model_lock
 from tasks.plots import make_plots_task
@@ -122,6 +136,8 @@ REJECTION_ERRORS: tuple[type[BaseException], ...] = (
     MissingRetainDataError,
     UnknownMethodError,
     DataVersionMismatchError,
+    TaskMismatchError,
+    UnknownTaskError,
 )
 
 
@@ -193,12 +209,18 @@ def run_unlearning_task(
     )
 
 
-def _method_hparams(method: str, dataset: str, requested: Mapping[str, Any]) -> dict[str, Any]:
+def _method_hparams(
+    method: str, dataset: str, requested: Mapping[str, Any], task: str = CLASSIFICATION
+) -> dict[str, Any]:
     """The method's hyper-parameters, validated before any work is done on the request."""
-    # Same precedence as the benchmark: the method module's recommendation, then the request.
+    # Same precedence as the benchmark: the recommendation (the method module's per dataset,
+    # or the task's for DELETE on another task), then the request.
     cls = get_method_class(method)
-    recommended = getattr(sys.modules[cls.__module__], "RECOMMENDED_HPARAMS", {})
-    base = dict(recommended.get(dataset, {})) if isinstance(recommended, dict) else {}
+    if task != CLASSIFICATION:
+        base = dict(get_task(task).delete_hparams) if method == "delete" else {}
+    else:
+        recommended = getattr(sys.modules[cls.__module__], "RECOMMENDED_HPARAMS", {})
+        base = dict(recommended.get(dataset, {})) if isinstance(recommended, dict) else {}
     hparams = {**base, **requested}
     batch_size = hparams.get("batch_size", 64)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -552,36 +574,69 @@ def _apply(
             )
     with timer.step("load_model"):
         parent = resolve_model_task(settings, ref)
+    task_name, task_options = model_task(parent.tags)
+    if request.task != task_name:
+        raise TaskMismatchError(
+            f"request is a {request.task} request but model {name} version {parent.version} "
+            f"is a {task_name} model; set task: {task_name} or name a {request.task} model"
+        )
+    run: TaskRun | None = None
     with timer.step("load_data"):
         bundle, data_version = load_dataset_task(settings, request.data_version)
-        classes = resolve_forget_classes(bundle, request.forget_classes)
-        if parent.spec.num_classes != bundle.num_classes:
+        if task_name == CLASSIFICATION:
+            classes = resolve_forget_classes(bundle, request.forget_classes)
+            class_names, num_classes, dataset_name = (
+                bundle.class_names,
+                bundle.num_classes,
+                bundle.name,
+            )
+        else:
+            run = prepare_task_run(task_name, bundle, task_options, request.forget_classes)
+            classes = run.forget_classes
+            class_names, num_classes, dataset_name = run.class_names, run.num_classes, run.data.name
+        if parent.spec.num_classes != num_classes:
             raise InvalidClassError(
                 f"model {name} version {parent.version} has {parent.spec.num_classes} outputs but "
-                f"dataset {bundle.name} has {bundle.num_classes} classes"
+                f"dataset {dataset_name} has {num_classes} classes"
             )
-        hparams = _method_hparams(request.method, bundle.name, request.hparams)
+        hparams = _method_hparams(request.method, dataset_name, request.hparams, task_name)
     record.update(
         model=name,
+        task=task_name,
+        task_options=task_options,
         parent_version=parent.version,
         parent_aliases=parent.aliases,
         parent_weights_sha256=parent.weights_sha256,
         forget_classes=list(classes),
-        forget_class_names=[bundle.class_names[c] for c in classes],
+        forget_class_names=[class_names[c] for c in classes],
         data_version=data_version.to_dict(),
     )
-    splits = make_unlearning_splits(bundle.train, bundle.test, classes)
-    if len(splits.train_forget) == 0:
+    if run is None:
+        splits = make_unlearning_splits(bundle.train, bundle.test, classes)
+        forget_set, retain_set = splits.train_forget, splits.train_retain
+    else:
+        forget_set, retain_set = run.forget_set, run.retain_set
+    if len(forget_set) == 0:  # type: ignore[arg-type]
         raise InvalidForgetSetError(
             f"forget classes {list(classes)} have no training images at data version "
             f"{data_version.md5}; nothing to forget"
         )
     with timer.step("forget_set"):
-        manifest = extract_forget_set_task(settings, bundle, classes, request.request_id)
+        manifest = extract_forget_set_task(
+            settings,
+            bundle,
+            classes,
+            request.request_id,
+            indices=None if run is None else run.manifest_indices,
+        )
         push_to_remote_task(settings, [str(Path(manifest.dvc_file).relative_to(settings.root))])
     record["forget_manifest"] = manifest.to_dict()
     with timer.step("evaluate_before"):
-        before = evaluate_model_task(parent.model, splits, device)
+        if run is None:
+            report_before = evaluate_model_task(parent.model, splits, device)
+            before = report_before.to_dict()
+        else:
+            before = evaluate_task_model_task(parent.model, run, device)
     checkpoint_root = settings.artifacts_dir / "checkpoints" / request.request_id
     # A resumed run must continue the same computation: same request content, same parent.
     checkpoint_dir = checkpoint_root / f"{request.content_hash()[:16]}-{parent.weights_sha256[:16]}"
@@ -591,10 +646,10 @@ def _apply(
     ):
         result = run_unlearning_task(
             parent.model,
-            splits.train_forget,
-            splits.train_retain,
+            forget_set,
+            retain_set,
             classes,
-            bundle.num_classes,
+            num_classes,
             request.method,
             hparams,
             device,
@@ -617,15 +672,20 @@ def _apply(
         },
     )
     with timer.step("evaluate_after"):
-        after = evaluate_model_task(result.model, splits, device)
-        gates = load_gates(settings.gates_file)
-        verdict = check_gates(before.to_dict(), after.to_dict(), gates)
+        gates = load_gates(settings.gates_file, task_name)
+        if run is None:
+            report_after = evaluate_model_task(result.model, splits, device)
+            after = report_after.to_dict()
+            verdict = check_gates(before, after, gates)
+            record["per_class_test_accuracy"] = {
+                "before": report_before.per_class_test_accuracy,
+                "after": report_after.per_class_test_accuracy,
+            }
+        else:
+            after = evaluate_task_model_task(result.model, run, device)
+            verdict = check_task_gates(before, after, gates)
     record.update(
-        metrics={"before": before.to_dict(), "after": after.to_dict()},
-        per_class_test_accuracy={
-            "before": before.per_class_test_accuracy,
-            "after": after.per_class_test_accuracy,
-        },
+        metrics={"before": before, "after": after},
         gates=gates,
         verdict=verdict.to_dict(),
     )
@@ -646,26 +706,36 @@ def _apply(
     }
     record["weights_sha256"] = package.weights_sha256
     with timer.step("evidently"):
-        evidently = evidently_report_task(
-            parent.model,
-            result.model,
-            splits.test_retain,
-            bundle.class_names,
-            workdir / "report",
-            device,
-        )
+        if run is None:
+            evidently = evidently_report_task(
+                parent.model,
+                result.model,
+                splits.test_retain,
+                bundle.class_names,
+                workdir / "report",
+                device,
+            )
+        else:
+            evidently = task_evidently_report_task(
+                parent.model, result.model, run, workdir / "report", device
+            )
     record["evidently"] = evidently.to_dict()
     with timer.step("plots"):
-        plots = make_plots_task(
-            parent.model,
-            result.model,
-            splits,
-            before.per_class_test_accuracy,
-            after.per_class_test_accuracy,
-            bundle.class_names,
-            workdir / "plots",
-            device,
-        )
+        if run is None:
+            plots = make_plots_task(
+                parent.model,
+                result.model,
+                splits,
+                report_before.per_class_test_accuracy,
+                report_after.per_class_test_accuracy,
+                bundle.class_names,
+                workdir / "plots",
+                device,
+            )
+        else:
+            plots = task_plots_task(
+                parent.model, result.model, run, before, after, workdir / "plots", device
+            )
     record["plots"] = [str(p) for p in plots]
 
     with timer.step("mlflow"):
@@ -680,8 +750,8 @@ def _apply(
         )
         record["mlflow_run_id"] = run_id
         metrics = {
-            **_flat_metrics("before", before.to_dict()),
-            **_flat_metrics("after", after.to_dict()),
+            **_flat_metrics("before", before),
+            **_flat_metrics("after", after),
             "unlearn_seconds": result.engine.seconds,
         }
         log_to_run_task(
@@ -690,6 +760,7 @@ def _apply(
             params={
                 "request_id": request.request_id,
                 "model": name,
+                "task": task_name,
                 "parent_version": parent.version,
                 "method": request.method,
                 "forget_classes": list(classes),
@@ -719,6 +790,8 @@ def _apply(
             TAG_REQUEST_ID: request.request_id,
             TAG_CONTENT_HASH: request.content_hash(),
             "requested_by": request.requested_by,
+            TAG_TASK: task_name,
+            TAG_TASK_OPTIONS: json.dumps(task_options, sort_keys=True),
             "forget_classes": list(classes),
             "forget_class_names": record["forget_class_names"],
             "data.dvc_md5": data_version.md5,
@@ -801,11 +874,16 @@ def _apply(
         key=artifact_key("unlearn", request.request_id),
         description=f"Deletion request {request.request_id}",
     )
+    headline = (
+        ("acc_test_forget", "acc_test_retain") if run is None else get_task(task_name).headline
+    )
+    changes = ", ".join(
+        f"{key} {before.get(key, float('nan')):.1f} -> {after.get(key, float('nan')):.1f}"
+        for key in headline
+    )
     print(
         f"request {request.request_id}: {name} v{parent.version} -> v{version} @{alias} "
-        f"({verdict.label}); test forget {before.acc_test_forget:.1f}% -> "
-        f"{after.acc_test_forget:.1f}%, test retain {before.acc_test_retain:.1f}% -> "
-        f"{after.acc_test_retain:.1f}%"
+        f"({verdict.label}); {changes}"
     )
     return {
         "request_id": request.request_id,

@@ -489,8 +489,18 @@ def extract_forget_set(
     bundle: DatasetBundle,
     forget_classes: Sequence[int],
     request_id: str,
+    indices: Sequence[int] | None = None,
 ) -> ForgetManifest:
     """Write the forget set's manifest (training images of ``forget_classes``) and ``dvc add`` it.
+
+    Args:
+        settings: The project root.
+        bundle: The DVC-pinned dataset.
+        forget_classes: The request's resolved classes (recorded in the manifest).
+        request_id: Names the manifest's folder.
+        indices: Training-split indices of the files the forget set is made of, when they
+            are not simply the images labelled ``forget_classes`` (a backdoor's known poisoned
+            samples, the digits a segmentation class is drawn from).
 
     Raises:
         InvalidForgetSetError: The classes have no training images.
@@ -499,7 +509,12 @@ def extract_forget_set(
     data_root = dataset_dir(settings)
     labels = bundle.train.labels
     rows: list[tuple[str, str, int, str]] = []
-    for index in torch.nonzero(torch.isin(labels, torch.tensor(classes))).flatten().tolist():
+    chosen = (
+        torch.nonzero(torch.isin(labels, torch.tensor(classes))).flatten().tolist()
+        if indices is None
+        else sorted({int(i) for i in indices})
+    )
+    for index in chosen:
         label = int(labels[index])
         sample_id = bundle.train.sample_ids[index]
         rel = _sample_file("train", label, sample_id)

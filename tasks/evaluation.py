@@ -2,6 +2,10 @@
 
 Gates are a registry (name -> check function), so a new gate is one decorated function plus a
 line in ``gates.yaml``; an unknown key in the file is an error, not silently ignored.
+
+The other tasks (``face``, ``backdoor``, ``segmentation``) have a section each in the same file,
+written over the task's own headline metrics: ``max_<metric>`` bounds the unlearned model's
+value, ``max_drop_<metric>`` bounds how far it fell below the parent's.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from tasks._common import PipelineError
 
 __all__ = [
     "DEFAULT_GATES",
+    "DEFAULT_TASK_GATES",
+    "check_task_gates",
     "GateCheck",
     "GateVerdict",
     "GateConfigError",
@@ -42,6 +48,18 @@ DEFAULT_GATES: dict[str, float] = {
     "max_retain_accuracy_drop": 3.0,
     "mia_auc_band": 0.1,
 }
+
+
+#: Per-task gates when ``gates.yaml`` has no section for the task; the shipped file's values.
+#: The backdoor thresholds are the product's target: ASR under 5% for at most 2 points of
+#: clean accuracy.
+DEFAULT_TASK_GATES: dict[str, dict[str, float]] = {
+    "face": {"max_acc_forget": 5.0, "max_drop_acc_retain": 3.0},
+    "backdoor": {"max_asr": 5.0, "max_drop_clean_acc": 2.0},
+    "segmentation": {"max_iou_forget": 5.0, "max_drop_miou_retain": 5.0},
+}
+
+_CLASSIFICATION = "classification"
 
 
 class GateConfigError(PipelineError):
@@ -149,24 +167,109 @@ def _mia_band(before: Mapping[str, float], after: Mapping[str, float], band: flo
     )
 
 
-def load_gates(path: str | os.PathLike[str] | None) -> dict[str, float]:
-    """Thresholds from a YAML mapping ``gate: number``; defaults when the file is absent."""
-    if path is None or not Path(path).exists():
-        return dict(DEFAULT_GATES)
-    try:
-        doc = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise GateConfigError(f"{path}: cannot read gates: {str(exc).splitlines()[0]}") from exc
-    if not isinstance(doc, dict):
-        raise GateConfigError(f"{path}: expected a mapping of gate: threshold")
+def _threshold(path: Any, key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        raise GateConfigError(f"{path}: gate {key!r} needs a number, got {value!r}")
+    return float(value)
+
+
+def _task_gate_metric(gate: str) -> tuple[str, bool]:
+    """``max_drop_<m>`` -> ``(m, True)``; ``max_<m>`` -> ``(m, False)``."""
+    if gate.startswith("max_drop_"):
+        return gate[len("max_drop_") :], True
+    if gate.startswith("max_"):
+        return gate[len("max_") :], False
+    return "", False
+
+
+def _task_section(path: Any, task_name: str, section: Any) -> dict[str, float]:
+    from delete.applications import get_task
+
+    if not isinstance(section, dict):
+        raise GateConfigError(f"{path}: section {task_name!r} must be a mapping of gate: threshold")
+    if not section:
+        raise GateConfigError(
+            f"{path}: section {task_name!r} has no gates; remove it to use the defaults"
+        )
+    metrics = get_task(task_name).headline
     gates: dict[str, float] = {}
-    for key, value in doc.items():
-        if key not in _GATES:
-            raise GateConfigError(f"{path}: unknown gate {key!r}; known: {', '.join(list_gates())}")
-        if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
-            raise GateConfigError(f"{path}: gate {key!r} needs a number, got {value!r}")
-        gates[key] = float(value)
+    for key, value in section.items():
+        metric, _ = _task_gate_metric(str(key))
+        if metric not in metrics:
+            raise GateConfigError(
+                f"{path}: unknown {task_name} gate {key!r}; write max_<metric> or "
+                f"max_drop_<metric> with a metric of {', '.join(metrics)}"
+            )
+        gates[str(key)] = _threshold(path, f"{task_name}.{key}", value)
     return gates
+
+
+def load_gates(
+    path: str | os.PathLike[str] | None, task: str = _CLASSIFICATION
+) -> dict[str, float]:
+    """The thresholds of ``task`` from ``gates.yaml``; defaults when the file is absent.
+
+    Top-level ``gate: number`` entries are the classification gates; a top-level key named
+    after another task holds that task's section. Every section is validated on every load,
+    so a typo anywhere in the file stops the pipeline.
+    """
+    from delete.applications import list_tasks
+
+    doc: Any = {}
+    if path is not None and Path(path).exists():
+        try:
+            doc = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise GateConfigError(f"{path}: cannot read gates: {str(exc).splitlines()[0]}") from exc
+        if not isinstance(doc, dict):
+            raise GateConfigError(f"{path}: expected a mapping of gate: threshold")
+    elif task == _CLASSIFICATION:
+        return dict(DEFAULT_GATES)
+    tasks = set(list_tasks()) - {_CLASSIFICATION}
+    gates: dict[str, float] = {}
+    sections: dict[str, dict[str, float]] = {}
+    for key, value in doc.items():
+        if key in tasks:
+            sections[key] = _task_section(path, key, value)
+        elif key in _GATES:
+            gates[key] = _threshold(path, key, value)
+        else:
+            known = ", ".join([*list_gates(), *(f"{t} (section)" for t in sorted(tasks))])
+            raise GateConfigError(f"{path}: unknown gate {key!r}; known: {known}")
+    if task == _CLASSIFICATION:
+        # a file holding only task sections must not leave classification ungated
+        return gates if gates else dict(DEFAULT_GATES)
+    if task not in tasks:
+        raise GateConfigError(f"no gates for unknown task {task!r}")
+    return sections.get(task, dict(DEFAULT_TASK_GATES[task]))
+
+
+def check_task_gates(
+    before: Mapping[str, float], after: Mapping[str, float], gates: Mapping[str, float]
+) -> GateVerdict:
+    """The gates of a ``face``/``backdoor``/``segmentation`` section on the task's metrics.
+
+    Example:
+        >>> v = check_task_gates({"clean_acc": 95.0}, {"clean_acc": 90.0, "asr": 1.0},
+        ...     {"max_asr": 5.0, "max_drop_clean_acc": 2.0})
+        >>> v.passed, v.reasons[0].split(":")[0]
+        (False, 'max_drop_clean_acc')
+    """
+    checks = []
+    for gate, threshold in sorted(gates.items()):
+        metric, is_drop = _task_gate_metric(gate)
+        new = _metric(after, metric)
+        if is_drop:
+            old = _metric(before, metric)
+            value = None if old is None or new is None else old - new
+            what = f"{metric} lost vs the parent, points"
+        else:
+            value = new
+            what = f"{metric} of the unlearned model, percent"
+        passed = value is not None and value <= threshold
+        checks.append(GateCheck(gate, value, threshold, passed, f"{what}, at most the threshold"))
+    reasons = [c.reason() for c in checks if not c.passed]
+    return GateVerdict(passed=not reasons, checks=checks, reasons=reasons)
 
 
 def check_gates(

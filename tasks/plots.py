@@ -32,8 +32,14 @@ def per_class_accuracy_plot(
     class_names: Sequence[str],
     forget_classes: Sequence[int],
     path: str | os.PathLike[str],
+    *,
+    ylabel: str = "test accuracy (%)",
+    title: str | None = None,
 ) -> Path:
-    """Grouped bars of test accuracy per class, before and after; forgotten classes marked."""
+    """Grouped bars of a per-class score (default: test accuracy), before and after.
+
+    The forgotten classes are shaded.
+    """
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 3.5))
     x = torch.arange(len(class_names)).float()
@@ -43,8 +49,8 @@ def per_class_accuracy_plot(
         ax.axvspan(c - 0.5, c + 0.5, color="#d62728", alpha=0.08)
     ax.set_xticks(x.tolist(), [str(n) for n in class_names])
     ax.set_ylim(0, 105)
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"Per-class test accuracy; forgotten: {list(forget_classes)} (shaded)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title or f"Per-class test accuracy; forgotten: {list(forget_classes)} (shaded)")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     out = Path(path)

@@ -34,6 +34,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from torch import nn
 
+import delete.applications  # noqa: F401 - registers the task architectures load_model rebuilds
 from delete.checkpoint import file_sha256, load_model
 from delete.errors import CheckpointError
 from delete.models import ModelSpec

@@ -23,7 +23,12 @@ from torch import Tensor, nn
 from delete.data import ImageTensorDataset
 from delete.metrics import predict
 
-__all__ = ["EvidentlyReport", "build_evidently_report", "evidently_report_task"]
+__all__ = [
+    "EvidentlyReport",
+    "build_evidently_report",
+    "build_evidently_report_from_logits",
+    "evidently_report_task",
+]
 
 
 @dataclass(frozen=True)
@@ -76,11 +81,22 @@ def build_evidently_report(
     device: str | torch.device = "auto",
 ) -> EvidentlyReport:
     """Run both models on ``retained_test`` and write ``evidently_report.{html,json}``."""
+    ref_logits, labels = predict(original, retained_test, device)
+    cur_logits, _ = predict(unlearned, retained_test, device)
+    return build_evidently_report_from_logits(ref_logits, cur_logits, labels, class_names, out_dir)
+
+
+def build_evidently_report_from_logits(
+    ref_logits: Tensor,
+    cur_logits: Tensor,
+    labels: Tensor,
+    class_names: Sequence[str],
+    out_dir: str | os.PathLike[str],
+) -> EvidentlyReport:
+    """The report from both models' logits ``(N, C)`` on the same samples (images or pixels)."""
     from evidently import DataDefinition, Dataset, MulticlassClassification, Report
     from evidently.presets import ClassificationPreset, DataDriftPreset
 
-    ref_logits, labels = predict(original, retained_test, device)
-    cur_logits, _ = predict(unlearned, retained_test, device)
     definition = DataDefinition(
         classification=[MulticlassClassification(target="target", prediction_labels="prediction")],
         categorical_columns=["target", "prediction"],

@@ -31,7 +31,7 @@ import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import yaml
 from pydantic import (
@@ -176,6 +176,11 @@ _HparamValue = _HparamScalar | list[_HparamScalar]
 class DeletionRequest(BaseModel):
     """One validated "forget these classes from that model" request.
 
+    ``task`` picks what the classes are and how forgetting is measured: ``classification``
+    (default), ``face`` (identities), ``backdoor`` (the target label on the known triggered
+    images) or ``segmentation`` (a class at every pixel). It must be the task the model was
+    bootstrapped for (its ``task`` registry tag).
+
     Example:
         >>> r = DeletionRequest(request_id="r1", model="m@champion", forget_classes=[3],
         ...     requested_by="dpo", reason="GDPR Art. 17", received_at="2025-01-31T09:00:00Z")
@@ -197,7 +202,18 @@ class DeletionRequest(BaseModel):
     method: str = "delete"
     hparams: dict[str, _HparamValue] = Field(default_factory=dict)
     data_version: str | None = None
-    task: Literal["classification"] = "classification"
+    task: str = "classification"
+
+    @field_validator("task", mode="before")
+    @classmethod
+    def _check_task(cls, value: object) -> str:
+        from delete.applications import list_tasks
+
+        if not isinstance(value, str):
+            raise ValueError(f"must be a string, not {type(value).__name__}")
+        if value not in list_tasks():
+            raise ValueError(f"unknown task {value[:40]!r}; known: {', '.join(list_tasks())}")
+        return value
 
     @field_validator("request_id", mode="before")
     @classmethod

@@ -109,6 +109,7 @@ def load_backdoor_data(
     trigger_size: int = 3,
     seed: int = 0,
     augment: bool = True,
+    bundle: DatasetBundle | None = None,
 ) -> BackdoorData:
     """Poison a dataset BadNets-style and pick the defender's known poisoned samples.
 
@@ -122,6 +123,8 @@ def load_backdoor_data(
         trigger_size: Side of the white square trigger.
         seed: Seed of the split, the poisoning and the choice of known samples.
         augment: Random-shift augmentation on the training split.
+        bundle: An already-loaded clean dataset to poison (the pipeline's DVC-pinned one);
+            ``dataset``, ``root`` and ``augment`` are then unused.
 
     Example:
         >>> data = load_backdoor_data(target=7, augment=False)
@@ -132,11 +135,12 @@ def load_backdoor_data(
         raise ValueError(
             f"known_fraction must be in (0, poison_rate={poison_rate}], got {known_fraction}"
         )
-    clean = (
-        _mnist5k(seed, augment)
-        if dataset == "mnist5k" and root is None
-        else load_dataset(dataset, root, seed=seed, augment=augment)
-    )
+    if bundle is not None:
+        clean = bundle
+    elif dataset == "mnist5k" and root is None:
+        clean = _mnist5k(seed, augment)
+    else:
+        clean = load_dataset(dataset, root, seed=seed, augment=augment)
     trigger = BadNetsTrigger(size=trigger_size)
     poisoned = poison_dataset(clean.train, target, poison_rate, trigger, seed)
     count = max(1, round(known_fraction * len(clean.train)))

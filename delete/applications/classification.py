@@ -17,8 +17,15 @@ from delete.models import ModelSpec
 __all__ = ["CLASSIFICATION_TASK", "evaluate_classification", "load_classification_data"]
 
 
-def load_classification_data(*, dataset: str = "mnist5k", **options: Any) -> DatasetBundle:
-    """Any dataset of :func:`delete.data.load_dataset` (``root=`` for on-disk ones)."""
+def load_classification_data(
+    *, dataset: str = "mnist5k", bundle: DatasetBundle | None = None, **options: Any
+) -> DatasetBundle:
+    """Any dataset of :func:`delete.data.load_dataset` (``root=`` for on-disk ones).
+
+    ``bundle``: an already-loaded dataset (e.g. the pipeline's DVC-pinned one), used as is.
+    """
+    if bundle is not None:
+        return bundle
     return load_dataset(dataset, **options)
 
 

@@ -61,13 +61,20 @@ def load_face_data(
     grayscale: bool = False,
     seed: int = 0,
     augment: bool = True,
+    bundle: DatasetBundle | None = None,
 ) -> DatasetBundle:
     """Identity folders under ``root``; without ``root``, MNIST-5k digits as ten identities.
+
+    ``bundle``: an already-loaded labelled dataset (the pipeline's DVC-pinned digits) whose
+    classes become the identities ``id-<class name>``; ``root`` and ``augment`` are then unused.
 
     Example:
         >>> load_face_data(augment=False).class_names[3]
         'id-3'
     """
+    if bundle is not None:
+        names = [f"id-{name}" for name in bundle.class_names]
+        return DatasetBundle(f"{bundle.name}-identities", bundle.train, bundle.test, names)
     if root is None:
         return load_mnist_identities(seed=seed, augment=augment)
     return load_identity_folder(root, image_size, grayscale=grayscale, seed=seed, augment=augment)
@@ -169,7 +176,12 @@ def evaluate_face(
     return {
         "acc_forget": 100.0 * float(correct[is_forget].mean()),
         "acc_retain": 100.0 * float(correct[~is_forget].mean()),
-        "tar_forget": 100.0 * tar_at_far(scores.genuine_of(forget_t.tolist()), impostor, far),
+        # no forgotten identity (e.g. evaluating an original model): nothing to verify
+        "tar_forget": (
+            100.0 * tar_at_far(scores.genuine_of(forget_t.tolist()), impostor, far)
+            if len(forget_t)
+            else float("nan")
+        ),
         "tar_retain": 100.0 * tar_at_far(scores.genuine_of(retained), impostor, far),
         "threshold": threshold_at_far(impostor, far),
     }

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from delete.applications._mnist import _mnist5k
 from delete.applications.segmentation_data import SegmentationBundle, SegmentationTensorDataset
+from delete.data import DatasetBundle
 
 __all__ = ["SCENE_CLASS_NAMES", "compose_digit_scenes", "load_mnist_scenes"]
 
@@ -107,8 +108,12 @@ def load_mnist_scenes(
     digit_size: int = 16,
     digits_per_scene: tuple[int, int] = (2, 3),
     seed: int = 0,
+    bundle: DatasetBundle | None = None,
 ) -> SegmentationBundle:
     """Scenes of real MNIST-5k digits: train scenes from the train split, test from the test split.
+
+    ``bundle``: the labelled digits to compose from (the pipeline's DVC-pinned ones); default
+    the bundled MNIST-5k.
 
     Classes: ``background`` (0) and the digits ``"0"``..``"9"`` (1..10).
 
@@ -117,7 +122,8 @@ def load_mnist_scenes(
         >>> b.num_classes, b.image_shape, len(b.test)
         (11, (1, 32, 32), 4)
     """
-    bundle = _mnist5k(seed, False)
+    if bundle is None:
+        bundle = _mnist5k(seed, False)
 
     def compose(
         images: Tensor, labels: Tensor, count: int, scene_seed: int

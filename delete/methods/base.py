@@ -36,6 +36,10 @@ class MethodConfig:
         amp: Use bf16 autocast when the device is CUDA; ignored elsewhere.
         seed: Seed of the method's own randomness (random labels, shuffles, noise).
         grad_clip: Max gradient norm, or ``None`` for no clipping.
+        trainable: Parameter-name prefixes (as in ``model.named_parameters()``) the method
+            may update; every other parameter stays at the original's value. ``None`` trains
+            all. Restricting the update is how a defence keeps features the forget set does
+            not cover (e.g. the backdoor recipe trains only the layers that see the trigger).
     """
 
     epochs: int = 20
@@ -46,8 +50,19 @@ class MethodConfig:
     amp: bool = True
     seed: int = 0
     grad_clip: float | None = None
+    trainable: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
+        if self.trainable is not None:
+            if isinstance(self.trainable, str):
+                object.__setattr__(self, "trainable", (self.trainable,))
+            elif isinstance(self.trainable, list):
+                object.__setattr__(self, "trainable", tuple(self.trainable))
+            prefixes = self.trainable
+            if not prefixes or not all(isinstance(x, str) and x for x in prefixes):
+                raise InvalidHparamError(
+                    f"trainable must be non-empty parameter-name prefixes, got {prefixes!r}"
+                )
         if not isinstance(self.epochs, int) or isinstance(self.epochs, bool) or self.epochs < 1:
             raise InvalidHparamError(f"epochs must be a positive integer, got {self.epochs!r}")
         for name in ("lr", "momentum", "weight_decay"):

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from delete.errors import UnlearningError
+from delete.errors import InvalidHparamError, UnlearningError
 from delete.methods._common import _cosine_lr, _num_batches, _reinitialize, _seed_from
 from delete.methods._registry import register_method
 from delete.methods.base import Batch, MethodConfig, UnlearnContext, UnlearningMethod
@@ -38,6 +38,12 @@ class RetrainConfig(MethodConfig):
     lr: float = 0.05
     weight_decay: float = 5e-4
     cosine: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.trainable is not None:
+            # every layer is re-initialised, so a frozen one would stay random
+            raise InvalidHparamError("retrain re-initialises every layer; trainable cannot be set")
 
 
 @register_method("retrain")

@@ -92,6 +92,16 @@ def write_request(path: Path, request_id: str, **fields: Any) -> Path:
     return path
 
 
+def init_project_root(root: Path, gates: str) -> Path:
+    """A git repository with the pipeline's ignores and ``gates`` as its ``gates.yaml``."""
+    _git(root, "init", "-q")
+    (root / ".gitignore").write_text("/mlflow/\n/dvc-remote/\n/requests/\n/audit/\n/artifacts/\n")
+    (root / "gates.yaml").write_text(gates)
+    _git(root, "add", ".gitignore", "gates.yaml")
+    _git(root, "commit", "-q", "-m", "init")
+    return root
+
+
 @pytest.fixture(scope="package")
 def project(
     tmp_path_factory: pytest.TempPathFactory, prefect_harness: None, pipeline_env: None
@@ -100,12 +110,7 @@ def project(
     from flows.bootstrap import bootstrap_flow
     from tasks.settings import PipelineSettings
 
-    root = tmp_path_factory.mktemp("project")
-    _git(root, "init", "-q")
-    (root / ".gitignore").write_text("/mlflow/\n/dvc-remote/\n/requests/\n/audit/\n/artifacts/\n")
-    (root / "gates.yaml").write_text(LENIENT_GATES)
-    _git(root, "add", ".gitignore", "gates.yaml")
-    _git(root, "commit", "-q", "-m", "init")
+    root = init_project_root(tmp_path_factory.mktemp("project"), LENIENT_GATES)
     result = bootstrap_flow(root=str(root), epochs=TRAIN_EPOCHS, max_per_class=MAX_PER_CLASS)
     return {"root": root, "settings": PipelineSettings.from_env(root), "bootstrap": result}
 

@@ -1,0 +1,133 @@
+"""``MethodConfig.trainable``: restrict unlearning to some parameters, freeze the rest."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+import delete
+from delete.errors import InvalidHparamError
+from delete.methods.base import MethodConfig
+from delete.models import SmallCNN
+
+
+def _model() -> SmallCNN:
+    torch.manual_seed(0)
+    return SmallCNN(10, 1, width=8)
+
+
+def _loader(batches: int = 2, size: int = 8, label: int = 3) -> list[tuple[Tensor, Tensor]]:
+    """Random 8x8 images, all labelled ``label``: a tiny forget set."""
+    g = torch.Generator().manual_seed(1)
+    return [
+        (torch.rand(size, 1, 8, 8, generator=g), torch.full((size,), label, dtype=torch.long))
+        for _ in range(batches)
+    ]
+
+
+def _params(model: nn.Module) -> dict[str, Tensor]:
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+def _changed(before: dict[str, Tensor], model: nn.Module) -> dict[str, bool]:
+    """Which parameters differ from ``before`` (BN running stats are buffers, not compared)."""
+    return {name: not torch.equal(before[name], p.detach()) for name, p in model.named_parameters()}
+
+
+def _run(model: nn.Module, **hparams: object) -> delete.UnlearnResult:
+    return delete.run_unlearning(
+        model, _loader(), [3], "delete", "cpu", epochs=2, lr=0.05, progress=False, **hparams
+    )
+
+
+def test_trainable_classifier_updates_only_the_head_and_leaves_the_input_alone() -> None:
+    model = _model()
+    original = _params(model)
+    flags = {name: p.requires_grad for name, p in model.named_parameters()}
+
+    result = _run(model, trainable=("classifier",))
+
+    changed = _changed(original, result.model)
+    features = [n for n in changed if n.startswith("features.")]
+    head = [n for n in changed if n.startswith("classifier.")]
+    assert features and head
+    assert not any(changed[n] for n in features), [n for n in features if changed[n]]
+    assert any(changed[n] for n in head)
+    assert result.config.trainable == ("classifier",)
+    # The caller's model is never modified: neither its weights nor its requires_grad flags.
+    assert not any(_changed(original, model).values())
+    assert {name: p.requires_grad for name, p in model.named_parameters()} == flags
+
+
+def test_trainable_none_trains_every_layer() -> None:
+    model = _model()
+    original = _params(model)
+
+    result = _run(model)
+
+    assert result.config.trainable is None
+    changed = _changed(original, result.model)
+    assert any(changed[n] for n in changed if n.startswith("features."))
+    assert any(changed[n] for n in changed if n.startswith("classifier."))
+
+
+def test_a_layer_prefix_freezes_the_other_layers_of_the_same_block() -> None:
+    model = _model()
+    original = _params(model)
+
+    result = _run(model, trainable=["features.8"])  # the last conv only
+
+    changed = _changed(original, result.model)
+    assert changed["features.8.weight"]
+    assert not any(v for n, v in changed.items() if n != "features.8.weight")
+
+
+def test_a_str_is_normalised_to_a_one_element_tuple() -> None:
+    assert MethodConfig(trainable="classifier").trainable == ("classifier",)
+
+
+def test_a_list_is_normalised_to_a_tuple() -> None:
+    config = MethodConfig(trainable=["features.0", "classifier"])
+    assert config.trainable == ("features.0", "classifier")
+    assert isinstance(config.trainable, tuple)
+    assert MethodConfig().trainable is None
+
+
+@pytest.mark.parametrize("bad", [(), [], "", ("classifier", ""), ("classifier", 3)])
+def test_empty_or_non_string_prefixes_are_refused(bad: object) -> None:
+    with pytest.raises(InvalidHparamError, match="trainable"):
+        MethodConfig(trainable=bad)  # type: ignore[arg-type]
+
+
+def test_a_prefix_matching_no_parameter_is_refused_by_name() -> None:
+    model = _model()
+    with pytest.raises(InvalidHparamError) as info:
+        _run(model, trainable=("classifier", "backbone"))
+    message = str(info.value)
+    assert "\n" not in message
+    assert "'backbone'" in message
+    assert "'classifier'" not in message.split("match no parameter")[0]
+    assert "features.0" in message  # lists what the model has
+
+
+def test_a_prefix_is_matched_at_module_boundaries_not_as_a_substring() -> None:
+    with pytest.raises(InvalidHparamError, match="'feat'"):
+        _run(_model(), trainable="feat")
+
+
+def test_retrain_refuses_trainable() -> None:
+    from delete.methods import create_method
+
+    with pytest.raises(InvalidHparamError, match="re-initialises every layer"):
+        create_method("retrain", trainable=("classifier",))
+
+
+def test_the_unlearned_model_is_fully_trainable_again() -> None:
+    torch.manual_seed(0)
+    model = SmallCNN(10, 1, width=8)
+    batches = [(torch.rand(4, 1, 8, 8), torch.full((4,), 3))]
+    result = delete.run_unlearning(
+        model, batches, [3], "delete", "cpu", epochs=1, progress=False, trainable=("classifier",)
+    )
+    assert all(p.requires_grad for p in result.model.parameters())
