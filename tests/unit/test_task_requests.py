@@ -205,3 +205,13 @@ def test_segmentation_refuses_to_forget_the_background(
 def test_an_unknown_task_is_refused(bundle: DatasetBundle) -> None:
     with pytest.raises(KeyError, match="ocr"):
         prepare_task_run("ocr", bundle, {}, [3])
+
+
+def test_the_shipped_example_requests_parse() -> None:
+    from pathlib import Path
+
+    from tasks.requests import load_request
+
+    examples = sorted((Path(__file__).parents[2] / "requests" / "examples").glob("*.yaml"))
+    tasks = {load_request(str(path)).task for path in examples}
+    assert tasks == {"classification", "face", "backdoor", "segmentation"}
