@@ -217,7 +217,9 @@ def _method_hparams(
     # or the task's for DELETE on another task), then the request.
     cls = get_method_class(method)
     if task != CLASSIFICATION:
-        base = dict(get_task(task).delete_hparams) if method == "delete" else {}
+        spec = get_task(task)
+        base = dict(spec.delete_hparams) if method == "delete" else {}
+        base["batch_size"] = spec.unlearn_batch_size
     else:
         recommended = getattr(sys.modules[cls.__module__], "RECOMMENDED_HPARAMS", {})
         base = dict(recommended.get(dataset, {})) if isinstance(recommended, dict) else {}

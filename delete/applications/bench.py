@@ -124,6 +124,7 @@ def run_case(
     log.info("%s: %d forget / %d retain samples", case.task, _size(forget_set), _size(retain_set))
 
     delete_hparams = spec.delete_hparams if case.delete_hparams is None else case.delete_hparams
+    batch_size = case.batch_size or spec.unlearn_batch_size
     runs: list[tuple[str, str, dict[str, Any]]] = [("DELETE", "delete", dict(delete_hparams))]
     runs += [(label, "delete", dict(hparams)) for label, hparams in case.delete_variants]
     left_out: dict[str, str] = {}
@@ -137,8 +138,8 @@ def run_case(
     for label, method, hparams in runs:
         needs_retain = bool(method_info(method)["needs_retain"])
         # Fresh loaders per run: a shared one's shuffle order would depend on the rows before.
-        forget_loader = make_loader(forget_set, case.batch_size, shuffle=True, seed=seed)
-        retain_loader = make_loader(retain_set, case.batch_size, shuffle=True, seed=seed)
+        forget_loader = make_loader(forget_set, batch_size, shuffle=True, seed=seed)
+        retain_loader = make_loader(retain_set, batch_size, shuffle=True, seed=seed)
         started = time.perf_counter()
         try:
             result = run_unlearning(

@@ -32,7 +32,8 @@ class BenchCase:
         baseline_epochs_cap: Upper bound on every baseline's epochs (``None``: their defaults).
         forget_cap: Use at most this many forget-set samples (``None``: all).
         retain_cap: Give retain-based baselines at most this many retained samples.
-        batch_size: Batch size of the forget and retain loaders.
+        batch_size: Batch size of the forget and retain loaders (``None``: the task's
+            :attr:`~delete.applications.TaskSpec.unlearn_batch_size`, as the pipeline uses).
         model_kwargs: Overrides of the task's default architecture arguments.
         notes: What a reader of the table must know (printed under it).
     """
@@ -49,7 +50,7 @@ class BenchCase:
     baseline_epochs_cap: int | None = None
     forget_cap: int | None = None
     retain_cap: int | None = None
-    batch_size: int = 64
+    batch_size: int | None = None
     model_kwargs: Mapping[str, Any] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
 
@@ -88,7 +89,6 @@ def bench_cases(quick: bool) -> list[BenchCase]:
             delete_variants=(("DELETE lr=1e-3, 10 ep, BN trained", {"lr": 1e-3, "epochs": 10}),),
             baseline_epochs_cap=2 if quick else None,
             retain_cap=1000 if quick else None,
-            batch_size=16,
             notes=(
                 "TAR at FAR=1e-2, one threshold over all impostor pairs. An embedding network "
                 "verifies identities it never saw: the retrained model still verifies the "
@@ -128,7 +128,6 @@ def bench_cases(quick: bool) -> list[BenchCase]:
             baseline_epochs_cap=1 if quick else 3,
             forget_cap=300 if quick else None,
             retain_cap=300 if quick else 1000,
-            batch_size=32,
             notes=(
                 "The forget set is the training scenes containing a 3. Baselines whose "
                 "forget-side objective is per image (gradient_ascent, bad_teacher, scrub's "

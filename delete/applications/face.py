@@ -199,5 +199,6 @@ FACE_TASK: TaskSpec[DatasetBundle] = TaskSpec(
     train_loss=face_margin_loss,
     train_config=TrainConfig(epochs=6, lr=0.05),
     delete_hparams={"lr": 1e-4, "epochs": 10, "freeze_bn": True},
+    unlearn_batch_size=16,
     headline=("acc_forget", "acc_retain", "tar_forget", "tar_retain"),
 )

@@ -195,5 +195,6 @@ SEGMENTATION_TASK: TaskSpec[SegmentationBundle] = TaskSpec(
     train_loss=segmentation_loss,
     train_config=TrainConfig(epochs=8, lr=0.05),
     delete_hparams={"lr": 0.01, "epochs": 3},
+    unlearn_batch_size=32,
     headline=("iou_forget", "miou_retain", "forget_as_background", "pixel_acc"),
 )

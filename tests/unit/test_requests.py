@@ -147,7 +147,7 @@ def test_empty_forget_classes_message_names_field() -> None:
         ({"hparams": {"bad key": 1}}, "field 'hparams': key 'bad key' is not an identifier"),
         ({"hparams": [1]}, "field 'hparams': must be a mapping"),
         ({"data_version": "abc"}, "field 'data_version': 'abc' is not a DVC md5"),
-        ({"task": "detection"}, "field 'task': input should be 'classification'"),
+        ({"task": "detection"}, "field 'task': unknown task 'detection'; known: backdoor"),
         ({"unexpected": 1}, "unknown field 'unexpected'"),
         ({"reason": ...}, "missing required field 'reason'"),
     ],

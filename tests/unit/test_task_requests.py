@@ -215,3 +215,13 @@ def test_the_shipped_example_requests_parse() -> None:
     examples = sorted((Path(__file__).parents[2] / "requests" / "examples").glob("*.yaml"))
     tasks = {load_request(str(path)).task for path in examples}
     assert tasks == {"classification", "face", "backdoor", "segmentation"}
+
+
+def test_task_requests_use_the_task_recipe_and_batch_size() -> None:
+    from delete.applications import get_task
+    from flows.unlearn import _method_hparams
+
+    face = _method_hparams("delete", "mnist5k-identities", {}, "face")
+    assert face == {**get_task("face").delete_hparams, "batch_size": 16}
+    assert _method_hparams("delete", "x", {"epochs": 2}, "backdoor")["epochs"] == 2
+    assert _method_hparams("finetune", "x", {}, "segmentation") == {"batch_size": 32}
