@@ -13,6 +13,7 @@ re-run never demotes a model produced by later deletions).
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import math
 import time
@@ -140,10 +141,18 @@ def bootstrap_flow(
     """
     started = time.perf_counter()
     settings = settings_for(root)
-    get_task(task)  # an unknown task fails before any work
+    spec = get_task(task)  # an unknown task fails before any work
     options = (
         {} if task == CLASSIFICATION else {**DEFAULT_TASK_OPTIONS[task], **(task_options or {})}
     )
+    params = inspect.signature(spec.load_data).parameters
+    accepted = set(params) - {"bundle", "root", "dataset"}
+    unknown = sorted(set(options) - accepted)
+    # a loader taking **options (segmentation's dispatcher) checks its own keywords
+    if unknown and not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        raise ValueError(
+            f"unknown {task} option(s) {unknown}; accepted: {', '.join(sorted(accepted))}"
+        )
     name = model_name or (
         settings.registered_model
         if task == CLASSIFICATION

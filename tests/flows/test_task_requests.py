@@ -253,3 +253,26 @@ def test_cli_bootstrap_by_task_and_certificate(task_root: dict[str, Any]) -> Non
     certificate = CliRunner().invoke(app, ["--root", root, "audit", "certificate", "face-0001"])
     assert certificate.exit_code == 0, certificate.stderr
     assert "acc_forget" in certificate.stdout
+
+
+def test_a_task_request_applied_twice_registers_once(task_root: dict[str, Any]) -> None:
+    from flows.unlearn import unlearn_flow
+    from tasks.registry import versions_for_request
+
+    run = _applied(task_root, "segmentation")
+    model = run["boot"]["model"]
+    again = unlearn_flow(
+        _request("segmentation-0001", model, CASES["segmentation"]["forget"], "segmentation"),
+        root=str(task_root["root"]),
+    )
+    assert again["status"] == "already_applied" and again["version"] == 2
+    assert [
+        v for v, _ in versions_for_request(task_root["settings"], model, "segmentation-0001")
+    ] == [2]
+
+
+def test_bootstrap_refuses_unknown_task_options(task_root: dict[str, Any]) -> None:
+    from flows.bootstrap import bootstrap_flow
+
+    with pytest.raises(ValueError, match=r"unknown backdoor option\(s\) \['poison'\]; accepted"):
+        bootstrap_flow(root=str(task_root["root"]), task="backdoor", task_options={"poison": 0.1})
