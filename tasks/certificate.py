@@ -38,7 +38,7 @@ from typing import Any, Literal
 
 from tasks.audit import record_digest
 
-__all__ = ["render_certificate", "DISCLAIMER", "CertificateFormat"]
+__all__ = ["render_certificate", "DISCLAIMER", "TASK_DISCLAIMER", "CertificateFormat"]
 
 CertificateFormat = Literal["md", "html"]
 
@@ -49,6 +49,17 @@ DISCLAIMER = (
     "is not a cryptographic or formal proof that every trace of the forgotten data has been "
     "removed from the model's weights, and it says nothing about data or models outside what was "
     "evaluated. The SHA-256 hashes identify the exact model files the measurements refer to."
+)
+
+#: The same, for face / backdoor / segmentation requests, which run no membership inference.
+TASK_DISCLAIMER = (
+    "This certificate reports empirical evidence that the model no longer recognises the "
+    "forgotten classes, measured with the task's own metrics listed above (identity accuracy and "
+    "verification, attack success rate and clean accuracy, or per-class IoU) on the data "
+    "versions listed above, compared against the promotion gates. It is not a cryptographic or "
+    "formal proof that every trace of the forgotten data has been removed from the model's "
+    "weights, and it says nothing about data or models outside what was evaluated. The SHA-256 "
+    "hashes identify the exact model files the measurements refer to."
 )
 
 _NOT_RECORDED = "not recorded"
@@ -260,7 +271,8 @@ def _sections(record: Mapping[str, Any]) -> tuple[str, list[_Section]]:
         trail.rows += [(f"artifact: {k}", v) for k, v in artifacts.items()]
 
     honesty = _Section("What this certificate does and does not show")
-    honesty.paragraphs.append(DISCLAIMER)
+    task = _get(record, "task", default="classification")
+    honesty.paragraphs.append(DISCLAIMER if task in (None, "classification") else TASK_DISCLAIMER)
 
     title = f"Deletion certificate: request {request_id}"
     return title, [summary, req, forgot, versions, models, metrics, gate_section, trail, honesty]

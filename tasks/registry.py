@@ -512,6 +512,20 @@ def resolve_model(
     )
 
 
+def _iso_utc(millis: int | None) -> str | None:
+    """MLflow's epoch milliseconds as an ISO-8601 UTC time (seconds precision).
+
+    Example:
+        >>> _iso_utc(1795660013450)
+        '2026-11-26T02:26:53+00:00'
+    """
+    if millis is None:
+        return None
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(millis / 1000, dt.UTC).isoformat(timespec="seconds")
+
+
 def list_versions(settings: PipelineSettings, name: str | None = None) -> list[dict[str, Any]]:
     """Every version of ``name`` (or of every registered model), newest first.
 
@@ -536,7 +550,7 @@ def list_versions(settings: PipelineSettings, name: str | None = None) -> list[d
                     "request_id": tags.get(TAG_REQUEST_ID),
                     "forget_classes": tags.get("forget_classes"),
                     "complete": tags.get(TAG_COMPLETE) == "true",
-                    "created": v.creation_timestamp,
+                    "created": _iso_utc(v.creation_timestamp),
                     "run_id": v.run_id,
                 }
             )

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tasks.certificate import DISCLAIMER, render_certificate
+from tasks.certificate import DISCLAIMER, TASK_DISCLAIMER, render_certificate
 
 PARENT_SHA = "a" * 64
 NEW_SHA = "b" * 64
@@ -187,3 +187,10 @@ def test_bad_format_and_bad_record() -> None:
         render_certificate(_record(), "pdf")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="must be a JSON object"):
         render_certificate([1], "md")  # type: ignore[arg-type]
+
+
+def test_task_requests_get_the_task_disclaimer() -> None:
+    text = render_certificate(_record(task="backdoor"), "md")
+    assert TASK_DISCLAIMER in text and DISCLAIMER not in text
+    assert "membership" not in TASK_DISCLAIMER
+    assert DISCLAIMER in render_certificate(_record(task="classification"), "md")

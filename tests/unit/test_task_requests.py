@@ -225,3 +225,10 @@ def test_task_requests_use_the_task_recipe_and_batch_size() -> None:
     assert face == {**get_task("face").delete_hparams, "batch_size": 16}
     assert _method_hparams("delete", "x", {"epochs": 2}, "backdoor")["epochs"] == 2
     assert _method_hparams("finetune", "x", {}, "segmentation") == {"batch_size": 32}
+
+
+def test_registry_listing_shows_creation_times_in_iso_utc() -> None:
+    from tasks.registry import _iso_utc
+
+    assert _iso_utc(0) == "1970-01-01T00:00:00+00:00"
+    assert _iso_utc(None) is None
