@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import json
 import math
 import time
 from pathlib import Path
@@ -32,7 +31,7 @@ from delete.models import ModelSpec, build_model
 from delete.training import TrainConfig, train_classifier
 from flows._common import current_flow_run_id, move_alias_task, settings_for, utc_now
 from tasks._common import code_version
-from tasks.applications import CLASSIFICATION, DEFAULT_TASK_OPTIONS, TAG_TASK, TAG_TASK_OPTIONS
+from tasks.applications import CLASSIFICATION, DEFAULT_TASK_OPTIONS, task_tags
 from tasks.audit import open_audit_log
 from tasks.dataset import ensure_dataset_task, load_dataset_task, push_to_remote_task
 from tasks.export import package_model_task
@@ -141,11 +140,11 @@ def bootstrap_flow(
     """
     started = time.perf_counter()
     settings = settings_for(root)
-    spec = get_task(task)  # an unknown task fails before any work
+    task_spec = get_task(task)  # an unknown task fails before any work
     options = (
         {} if task == CLASSIFICATION else {**DEFAULT_TASK_OPTIONS[task], **(task_options or {})}
     )
-    params = inspect.signature(spec.load_data).parameters
+    params = inspect.signature(task_spec.load_data).parameters
     accepted = set(params) - {"bundle", "root", "dataset"}
     unknown = sorted(set(options) - accepted)
     # a loader taking **options (segmentation's dispatcher) checks its own keywords
@@ -189,15 +188,13 @@ def bootstrap_flow(
     if task == CLASSIFICATION:
         model, spec = train_original(bundle, epochs, seed, device)
         logits, labels = predict(model, bundle.test, "cpu")
-        test_accuracy = accuracy(logits, labels)
         per_class = per_class_accuracy(logits, labels, bundle.num_classes).tolist()
         metrics = {
-            "acc_test": test_accuracy,
+            "acc_test": accuracy(logits, labels),
             **{f"acc_test_class_{i}": v for i, v in enumerate(per_class)},
         }
     else:
         model, spec, metrics = train_task_original(task, bundle, options, epochs, seed, device)
-        test_accuracy = metrics.get("acc_retain", metrics.get("clean_acc", float("nan")))
     package = package_model_task(model, spec, settings.artifacts_dir / "bootstrap" / "model")
     code = code_version()
     run_id = create_run(
@@ -234,8 +231,7 @@ def bootstrap_flow(
         "code.git_dirty": str(code["git_dirty"]).lower(),
         "train.epochs": epochs,
         "train.seed": seed,
-        TAG_TASK: task,
-        TAG_TASK_OPTIONS: json.dumps(options, sort_keys=True),
+        **task_tags(task, options),
         **{f"metric.{k}": round(v, 4) for k, v in metrics.items() if not k.startswith("acc_test_")},
         "onnx_sha256": package.onnx_sha256,
         TAG_VERDICT: "n/a",
@@ -283,7 +279,7 @@ def bootstrap_flow(
         "data_version": version.to_dict(),
         "champion": get_alias(settings, name, CHAMPION),
         "task": task,
-        "acc_test": test_accuracy,
+        "acc_test": metrics.get("acc_test"),  # classification only; the rest are in metrics
         "metrics": metrics,
         "onnx_path": str(Path(package.onnx_path)),
         "seconds": time.perf_counter() - started,

@@ -26,7 +26,6 @@ unless ``UNLEARN_CRASH_AT`` is set).
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 import sys
 import time
@@ -65,8 +64,6 @@ from tasks._common import code_version, one_line
 from tasks._faults import crash_point, crash_when_file_appears
 from tasks.applications import (
     CLASSIFICATION,
-    TAG_TASK,
-    TAG_TASK_OPTIONS,
     TaskMismatchError,
     TaskRun,
     evaluate_task_model_task,
@@ -74,6 +71,7 @@ from tasks.applications import (
     prepare_task_run,
     task_evidently_report_task,
     task_plots_task,
+    task_tags,
 )
 from tasks.audit import (
     AuditError,
@@ -792,8 +790,7 @@ def _apply(
             TAG_REQUEST_ID: request.request_id,
             TAG_CONTENT_HASH: request.content_hash(),
             "requested_by": request.requested_by,
-            TAG_TASK: task_name,
-            TAG_TASK_OPTIONS: json.dumps(task_options, sort_keys=True),
+            **task_tags(task_name, task_options),
             "forget_classes": list(classes),
             "forget_class_names": record["forget_class_names"],
             "data.dvc_md5": data_version.md5,
@@ -876,9 +873,7 @@ def _apply(
         key=artifact_key("unlearn", request.request_id),
         description=f"Deletion request {request.request_id}",
     )
-    headline = (
-        ("acc_test_forget", "acc_test_retain") if run is None else get_task(task_name).headline
-    )
+    headline = ("acc_test_forget", "acc_test_retain") if run is None else run.headline
     changes = ", ".join(
         f"{key} {before.get(key, float('nan')):.1f} -> {after.get(key, float('nan')):.1f}"
         for key in headline

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from delete import resolve_device
-from delete.applications import get_task, list_tasks
+from delete.applications import get_task
 from delete.applications.backdoor import BackdoorData
 from delete.applications.segmentation_data import SegmentationBundle
 from delete.applications.task_spec import TaskSpec
@@ -47,6 +47,7 @@ __all__ = [
     "TaskMismatchError",
     "TaskRun",
     "model_task",
+    "task_tags",
     "prepare_task_run",
     "evaluate_task_model_task",
     "task_evidently_report_task",
@@ -89,6 +90,16 @@ def model_task(tags: Mapping[str, str]) -> tuple[str, dict[str, Any]]:
     return name, options
 
 
+def task_tags(task: str, options: Mapping[str, Any]) -> dict[str, str]:
+    """The registry tags :func:`model_task` reads back.
+
+    Example:
+        >>> model_task(task_tags("backdoor", {"target": 3}))
+        ('backdoor', {'target': 3})
+    """
+    return {TAG_TASK: task, TAG_TASK_OPTIONS: json.dumps(dict(options), sort_keys=True)}
+
+
 @dataclass
 class TaskRun:
     """One request's task: its data, forget classes and the training subsets DELETE sees.
@@ -127,9 +138,7 @@ class TaskRun:
         return self.spec.headline
 
 
-def _manifest_indices(
-    name: str, data: Any, bundle: DatasetBundle, classes: tuple[int, ...]
-) -> list[int]:
+def _manifest_indices(data: Any, bundle: DatasetBundle, classes: tuple[int, ...]) -> list[int]:
     if isinstance(data, BackdoorData):
         # the defender's known poisoned samples; poisoning keeps the bundle's sample order
         return [int(i) for i in data.known.tolist()]
@@ -172,7 +181,7 @@ def prepare_task_run(
         forget_classes=classes,
         forget_set=forget_set,
         retain_set=retain_set,
-        manifest_indices=_manifest_indices(name, data, bundle, classes),
+        manifest_indices=_manifest_indices(data, bundle, classes),
     )
 
 
@@ -270,11 +279,6 @@ def task_plots(
             title=f"{run.name}: per-class {what}; forgotten: {list(run.forget_classes)} (shaded)",
         )
     ]
-
-
-def known_tasks() -> list[str]:
-    """Every ``task:`` a request may name."""
-    return list_tasks()
 
 
 evaluate_task_model_task = task(

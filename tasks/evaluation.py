@@ -26,6 +26,7 @@ from torch import nn
 from delete.data import UnlearningSplits
 from delete.metrics import UnlearningReport, evaluate_unlearning
 from tasks._common import PipelineError
+from tasks.applications import CLASSIFICATION
 
 __all__ = [
     "DEFAULT_GATES",
@@ -58,8 +59,6 @@ DEFAULT_TASK_GATES: dict[str, dict[str, float]] = {
     "backdoor": {"max_asr": 5.0, "max_drop_clean_acc": 2.0},
     "segmentation": {"max_iou_forget": 5.0, "max_drop_miou_retain": 5.0},
 }
-
-_CLASSIFICATION = "classification"
 
 
 class GateConfigError(PipelineError):
@@ -204,9 +203,7 @@ def _task_section(path: Any, task_name: str, section: Any) -> dict[str, float]:
     return gates
 
 
-def load_gates(
-    path: str | os.PathLike[str] | None, task: str = _CLASSIFICATION
-) -> dict[str, float]:
+def load_gates(path: str | os.PathLike[str] | None, task: str = CLASSIFICATION) -> dict[str, float]:
     """The thresholds of ``task`` from ``gates.yaml``; defaults when the file is absent.
 
     Top-level ``gate: number`` entries are the classification gates; a top-level key named
@@ -223,9 +220,9 @@ def load_gates(
             raise GateConfigError(f"{path}: cannot read gates: {str(exc).splitlines()[0]}") from exc
         if not isinstance(doc, dict):
             raise GateConfigError(f"{path}: expected a mapping of gate: threshold")
-    elif task == _CLASSIFICATION:
+    elif task == CLASSIFICATION:
         return dict(DEFAULT_GATES)
-    tasks = set(list_tasks()) - {_CLASSIFICATION}
+    tasks = set(list_tasks()) - {CLASSIFICATION}
     gates: dict[str, float] = {}
     sections: dict[str, dict[str, float]] = {}
     for key, value in doc.items():
@@ -236,7 +233,7 @@ def load_gates(
         else:
             known = ", ".join([*list_gates(), *(f"{t} (section)" for t in sorted(tasks))])
             raise GateConfigError(f"{path}: unknown gate {key!r}; known: {known}")
-    if task == _CLASSIFICATION:
+    if task == CLASSIFICATION:
         # a file holding only task sections must not leave classification ungated
         return gates if gates else dict(DEFAULT_GATES)
     if task not in tasks:
