@@ -17,6 +17,7 @@ from tasks.requests import (
     parse_request,
     parse_request_bytes,
 )
+from tests.unit._requests import request_fields as _fields
 
 VALID_YAML = """\
 request_id: gdpr-2025-0042
@@ -29,19 +30,6 @@ deadline: 2025-03-01T00:00:00+01:00
 hparams: {epochs: 2, lr: 0.001}
 data_version: 0123456789abcdef0123456789abcdef.dir
 """
-
-
-def _fields(**overrides: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "request_id": "r-1",
-        "model": "m",
-        "forget_classes": [3],
-        "requested_by": "dpo",
-        "reason": "GDPR Art. 17",
-        "received_at": "2025-01-31T09:00:00Z",
-    }
-    base.update(overrides)
-    return {k: v for k, v in base.items() if v is not ...}
 
 
 def _error_of(data: Any, source: str = "request.yaml") -> str:

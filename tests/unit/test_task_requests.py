@@ -14,23 +14,11 @@ from delete.errors import InvalidClassError
 from tasks._common import PipelineError
 from tasks.applications import model_task, prepare_task_run
 from tasks.requests import DeletionRequest, RequestError, parse_request
+from tests.unit._requests import request_fields as _fields
 
 NUM_CLASSES = 10
 TRAIN_PER_CLASS = 20
 TEST_PER_CLASS = 10
-
-
-def _fields(**overrides: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "request_id": "r-1",
-        "model": "m",
-        "forget_classes": [3],
-        "requested_by": "dpo",
-        "reason": "GDPR Art. 17",
-        "received_at": "2025-01-31T09:00:00Z",
-    }
-    base.update(overrides)
-    return base
 
 
 # --- DeletionRequest.task -------------------------------------------------------------------
