@@ -32,10 +32,11 @@ test: $(STAMP) ## Run every test (unit, flows, behavioral, doctests)
 test-fast: $(STAMP) ## Unit tests and doctests only
 	$(PY) -m pytest -q tests/unit delete
 
-bench: $(STAMP) ## Quick benchmarks: methods, applications, pipeline overhead (tables, CSV, plots)
+bench: $(STAMP) ## Quick benchmarks: methods, applications, pipeline overhead, DELETE defaults on the model zoo
 	$(PY) -m delete.bench --quick --out bench_results
 	$(PY) -m delete.applications.bench --quick --out bench_results --threads 1
 	$(PY) -m flows.bench_pipeline --out bench_results
+	$(PY) -m delete.bench.zoo_bench --out bench_results --threads 1
 
 bench-full: $(STAMP) ## Full benchmark (3 seeds x 3 classes + multi-class, every method)
 	$(PY) -m delete.bench --out bench_results/full

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -19,8 +20,16 @@ from delete.errors import (
     InvalidHparamError,
     MissingRetainDataError,
 )
-from delete.methods import create_method
+from delete.methods import create_method, get_method_class
 from delete.methods.base import DataLoaderLike, MethodConfig, UnlearnContext
+from delete.selection import (
+    Candidate,
+    ProbeSet,
+    SelectionConfig,
+    SelectionReport,
+    candidates_for,
+)
+from delete.selection import select_and_train as _select_and_train
 
 __all__ = [
     "UnlearnResult",
@@ -28,6 +37,7 @@ __all__ = [
     "run_unlearning",
     "validate_forget_classes",
     "infer_num_classes",
+    "wants_selection",
 ]
 
 
@@ -42,6 +52,7 @@ class UnlearnResult:
     num_classes: int
     device: str
     engine: EngineResult
+    selection: SelectionReport | None = None
 
 
 def validate_forget_classes(forget_classes: Iterable[Any], num_classes: int) -> tuple[int, ...]:
@@ -118,6 +129,29 @@ def _set_trainable(student: nn.Module, prefixes: tuple[str, ...] | None) -> None
         )
 
 
+def wants_selection(
+    method: str, hparams: dict[str, Any], selection: SelectionConfig | bool | None
+) -> bool:
+    """Whether a call runs the automatic selection.
+
+    ``selection=True``/a :class:`SelectionConfig` asks for it and ``False`` refuses it. Left
+    at ``None``, methods that select by default (DELETE) do so unless ``lr`` or ``epochs`` is
+    given: a fixed setting runs exactly as given, as the paper-faithful benchmark rows need.
+
+    Example:
+        >>> wants_selection("delete", {}, None), wants_selection("delete", {"lr": 0.1}, None)
+        (True, False)
+        >>> wants_selection("finetune", {}, None), wants_selection("finetune", {}, True)
+        (False, True)
+    """
+    if selection is not None and selection is not False:
+        return True
+    if selection is False:
+        return False
+    cls = get_method_class(method)
+    return cls.auto_select and not ({"lr", "epochs"} & set(hparams))
+
+
 def run_unlearning(
     model: nn.Module,
     forget_loader: DataLoaderLike,
@@ -126,12 +160,20 @@ def run_unlearning(
     device: str | torch.device = "auto",
     *,
     retain_loader: DataLoaderLike | None = None,
+    selection_loader: DataLoaderLike | None = None,
+    selection: SelectionConfig | bool | None = None,
     num_classes: int | None = None,
     progress: bool = True,
     checkpoint_dir: str | os.PathLike[str] | None = None,
     **hparams: Any,
 ) -> UnlearnResult:
-    """Like :func:`unlearn`, but also returns the run's record (config, losses, timing)."""
+    """Like :func:`unlearn`, but also returns the run's record (config, losses, timing and,
+    when the automatic selection ran, its :class:`~delete.selection.SelectionReport`)."""
+    auto = wants_selection(method, hparams, selection)
+    sel_config = selection if isinstance(selection, SelectionConfig) else SelectionConfig()
+    if auto:
+        # Validate everything the candidates share before any work is done.
+        create_method(method, **{**hparams, "epochs": sel_config.max_epochs})
     algo = create_method(method, **hparams)
     if algo.needs_retain and retain_loader is None:
         raise MissingRetainDataError(
@@ -162,9 +204,31 @@ def run_unlearning(
         device=dev,
         generator=generator,
     )
+    report: SelectionReport | None = None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(algo.config.seed)
-        engine = run_engine(algo, ctx, progress=progress, checkpoint_dir=checkpoint_dir)
+        if auto:
+            engine, report = _run_selection(
+                method,
+                hparams,
+                ctx,
+                original,
+                sel_config,
+                selection_loader,
+                progress,
+                checkpoint_dir,
+            )
+            algo = create_method(
+                method,
+                **{
+                    **hparams,
+                    **report.chosen.to_dict(),
+                    "epochs": report.best_epoch,
+                    "grad_clip": hparams.get("grad_clip", sel_config.grad_clip),
+                },
+            )
+        else:
+            engine = run_engine(algo, ctx, progress=progress, checkpoint_dir=checkpoint_dir)
     for param in student.parameters():  # frozen for unlearning only; the result is a plain model
         param.requires_grad_(True)
     return UnlearnResult(
@@ -175,6 +239,44 @@ def run_unlearning(
         num_classes=width,
         device=str(dev),
         engine=engine,
+        selection=report,
+    )
+
+
+def _run_selection(
+    method: str,
+    hparams: dict[str, Any],
+    ctx: UnlearnContext,
+    original: nn.Module,
+    config: SelectionConfig,
+    selection_loader: DataLoaderLike | None,
+    progress: bool,
+    checkpoint_dir: str | os.PathLike[str] | None,
+) -> tuple[EngineResult, SelectionReport]:
+    """The automatic selection; a pinned ``lr`` or ``freeze_bn`` narrows its candidates."""
+    probe = ProbeSet.gather(
+        original,
+        ctx.forget_loader,
+        ctx.device,
+        selection_loader=selection_loader,
+        max_forget=config.max_forget_probe,
+        max_selection=config.max_selection,
+    )
+    config = dataclasses.replace(config, candidates=candidates_for(ctx.student, hparams, config))
+
+    def factory(candidate: Candidate, max_epochs: int) -> Any:
+        return create_method(
+            method,
+            **{
+                **hparams,
+                **candidate.to_dict(),
+                "epochs": max_epochs,
+                "grad_clip": hparams.get("grad_clip", config.grad_clip),
+            },
+        )
+
+    return _select_and_train(
+        factory, ctx, probe, config, progress=progress, checkpoint_dir=checkpoint_dir
     )
 
 
@@ -186,6 +288,8 @@ def unlearn(
     device: str | torch.device = "auto",
     *,
     retain_loader: DataLoaderLike | None = None,
+    selection_loader: DataLoaderLike | None = None,
+    selection: SelectionConfig | bool | None = None,
     **hparams: Any,
 ) -> nn.Module:
     """Return a copy of ``model`` that has forgotten ``forget_classes``.
@@ -198,6 +302,13 @@ def unlearn(
         method: A name from :func:`delete.list_methods`.
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``...
         retain_loader: Retained training data, for the baselines that need it.
+        selection_loader: A small loader of retained images used only to choose among the
+            automatic selection's candidates and when to stop, never to train (a validation
+            split, in effect). Without it the selection reads the forget images alone.
+        selection: ``None`` (default): DELETE selects its BatchNorm policy, learning rate and
+            stopping epoch automatically unless ``lr`` or ``epochs`` is given; ``True`` or a
+            :class:`~delete.selection.SelectionConfig` asks any method to; ``False`` runs
+            the method's fixed defaults.
         **hparams: Method hyper-parameters (``epochs``, ``lr``, ``freeze_bn``, ``amp``...), and
             ``progress`` / ``checkpoint_dir`` / ``num_classes`` for the engine.
 
@@ -213,6 +324,8 @@ def unlearn(
         method,
         device,
         retain_loader=retain_loader,
+        selection_loader=selection_loader,
+        selection=selection,
         **engine_kwargs,
         **hparams,
     ).model

@@ -22,11 +22,18 @@ from tqdm.auto import tqdm
 from delete.errors import CheckpointError, NonFiniteLossError
 from delete.methods.base import UnlearnContext, UnlearningMethod
 
-__all__ = ["EngineResult", "run_engine", "set_batchnorm_eval"]
+__all__ = [
+    "CHECKPOINT_FILE",
+    "EngineResult",
+    "EngineRun",
+    "load_checkpoint",
+    "run_engine",
+    "set_batchnorm_eval",
+]
 
 log = logging.getLogger(__name__)
 
-_CHECKPOINT_FILE = "engine_checkpoint.pt"
+CHECKPOINT_FILE = "engine_checkpoint.pt"
 
 
 @dataclass
@@ -84,7 +91,12 @@ def _save_checkpoint(
     os.replace(tmp, path)
 
 
-def _load_checkpoint(path: Path, fingerprint: str) -> dict[str, Any] | None:
+def load_checkpoint(path: Path, fingerprint: str) -> dict[str, Any] | None:
+    """The checkpoint at ``path`` if it belongs to the run ``fingerprint``, else ``None``.
+
+    Raises:
+        CheckpointError: The file is unreadable (truncated, pickled, not a checkpoint).
+    """
     if not path.exists():
         return None
     try:
@@ -97,6 +109,136 @@ def _load_checkpoint(path: Path, fingerprint: str) -> dict[str, Any] | None:
         log.warning("ignoring checkpoint %s: it belongs to a different run configuration", path)
         return None
     return payload
+
+
+class EngineRun:
+    """One method's training, driven one epoch at a time.
+
+    :func:`run_engine` runs every epoch of the config; the automatic selection in
+    :mod:`delete.selection` drives several runs side by side and decides when each stops.
+    The loop body lives here only, so every method and every driver share it.
+
+    Args:
+        method: A registered method instance.
+        ctx: The unlearning context; ``ctx.student`` is trained in place.
+        progress: Show a progress bar per epoch.
+        checkpoint_dir: When given, a checkpoint is written after every epoch and an existing
+            checkpoint of the same configuration is resumed from.
+    """
+
+    def __init__(
+        self,
+        method: UnlearningMethod,
+        ctx: UnlearnContext,
+        *,
+        progress: bool = True,
+        checkpoint_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.method = method
+        self.ctx = ctx
+        self.progress = progress
+        self.result = EngineResult()
+        self._started = time.perf_counter()
+        method.prepare(ctx)
+        self.params = [p for p in ctx.student.parameters() if p.requires_grad]
+        self.optimizer = method.configure_optimizer(self.params)
+        self.epoch = 0
+        self._ckpt_path = (
+            Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir is not None else None
+        )
+        self._fingerprint = _fingerprint(method, ctx)
+        if self._ckpt_path is not None:
+            self._ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+            payload = load_checkpoint(self._ckpt_path, self._fingerprint)
+            if payload is not None:
+                ctx.student.load_state_dict(payload["student"])
+                self.optimizer.load_state_dict(payload["optimizer"])
+                torch.set_rng_state(payload["cpu_rng"])
+                ctx.generator.set_state(payload["generator"])
+                self.result.epoch_losses = list(payload["epoch_losses"])
+                self.result.steps = int(payload["steps"])
+                self.epoch = self.result.resumed_from_epoch = int(payload["epoch"])
+                log.info(
+                    "%s: resuming from epoch %d of %d",
+                    method.name,
+                    self.epoch,
+                    method.config.epochs,
+                )
+
+    def enable_checkpoints(self, checkpoint_dir: str | os.PathLike[str]) -> None:
+        """Checkpoint now, and after every following epoch (the selection turns this on for
+        the candidate it keeps, once the probes are over, so a kill at any later point
+        resumes at or after the end of the probes)."""
+        self._ckpt_path = Path(checkpoint_dir) / CHECKPOINT_FILE
+        self._ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+        _save_checkpoint(
+            self._ckpt_path,
+            epoch=self.epoch,
+            fingerprint=self._fingerprint,
+            ctx=self.ctx,
+            optimizer=self.optimizer,
+            result=self.result,
+        )
+
+    def run_epoch(self) -> float:
+        """Train one epoch; returns its mean loss.
+
+        Raises:
+            NonFiniteLossError: The loss became NaN or infinite.
+        """
+        method, ctx, cfg, result = self.method, self.ctx, self.method.config, self.result
+        use_amp = cfg.amp and ctx.device.type == "cuda"
+        ctx.student.train()
+        if cfg.freeze_bn:
+            set_batchnorm_eval(ctx.student)
+        total, count = 0.0, 0
+        bar = tqdm(
+            method.batches(ctx, self.epoch),
+            desc=f"{method.name} epoch {self.epoch + 1}/{cfg.epochs}",
+            disable=not self.progress,
+            leave=False,
+        )
+        for batch in bar:
+            batch = batch.to(ctx.device)
+            with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=use_amp):
+                loss = method.training_step(batch, ctx)
+            if not torch.isfinite(loss).all():
+                raise NonFiniteLossError(
+                    f"{method.name}: loss became {float(loss.detach())} at epoch "
+                    f"{self.epoch + 1}, step {result.steps + 1}; the unlearned model was discarded"
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            method.after_backward(ctx)
+            if cfg.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
+            self.optimizer.step()
+            result.steps += 1
+            total += float(loss.detach())
+            count += 1
+            bar.set_postfix(loss=f"{total / count:.4f}")
+        self.epoch += 1
+        result.epoch_losses.append(total / max(count, 1))
+        log.debug(
+            "%s epoch %d/%d loss %.5f", method.name, self.epoch, cfg.epochs, result.epoch_losses[-1]
+        )
+        if self._ckpt_path is not None:
+            _save_checkpoint(
+                self._ckpt_path,
+                epoch=self.epoch,
+                fingerprint=self._fingerprint,
+                ctx=ctx,
+                optimizer=self.optimizer,
+                result=result,
+            )
+        ctx.student.eval()
+        return result.epoch_losses[-1]
+
+    def finish(self) -> EngineResult:
+        """Put the student in eval mode and stamp the wall-clock time."""
+        self.ctx.student.eval()
+        self.result.seconds = time.perf_counter() - self._started
+        return self.result
 
 
 def run_engine(
@@ -122,73 +264,7 @@ def run_engine(
         NonFiniteLossError: The loss became NaN or infinite.
         CheckpointError: The checkpoint in ``checkpoint_dir`` is corrupt.
     """
-    cfg = method.config
-    started = time.perf_counter()
-    result = EngineResult()
-    method.prepare(ctx)
-    params = [p for p in ctx.student.parameters() if p.requires_grad]
-    optimizer = method.configure_optimizer(params)
-
-    ckpt_path = Path(checkpoint_dir) / _CHECKPOINT_FILE if checkpoint_dir is not None else None
-    fingerprint = _fingerprint(method, ctx)
-    start_epoch = 0
-    if ckpt_path is not None:
-        ckpt_path.parent.mkdir(parents=True, exist_ok=True)
-        payload = _load_checkpoint(ckpt_path, fingerprint)
-        if payload is not None:
-            ctx.student.load_state_dict(payload["student"])
-            optimizer.load_state_dict(payload["optimizer"])
-            torch.set_rng_state(payload["cpu_rng"])
-            ctx.generator.set_state(payload["generator"])
-            result.epoch_losses = list(payload["epoch_losses"])
-            result.steps = int(payload["steps"])
-            start_epoch = result.resumed_from_epoch = int(payload["epoch"])
-            log.info("%s: resuming from epoch %d of %d", method.name, start_epoch, cfg.epochs)
-
-    use_amp = cfg.amp and ctx.device.type == "cuda"
-    for epoch in range(start_epoch, cfg.epochs):
-        ctx.student.train()
-        if cfg.freeze_bn:
-            set_batchnorm_eval(ctx.student)
-        total, count = 0.0, 0
-        bar = tqdm(
-            method.batches(ctx, epoch),
-            desc=f"{method.name} epoch {epoch + 1}/{cfg.epochs}",
-            disable=not progress,
-            leave=False,
-        )
-        for batch in bar:
-            batch = batch.to(ctx.device)
-            with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss = method.training_step(batch, ctx)
-            if not torch.isfinite(loss).all():
-                raise NonFiniteLossError(
-                    f"{method.name}: loss became {float(loss.detach())} at epoch {epoch + 1}, "
-                    f"step {result.steps + 1}; the unlearned model was discarded"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            method.after_backward(ctx)
-            if cfg.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            optimizer.step()
-            result.steps += 1
-            total += float(loss.detach())
-            count += 1
-            bar.set_postfix(loss=f"{total / count:.4f}")
-        result.epoch_losses.append(total / max(count, 1))
-        log.debug(
-            "%s epoch %d/%d loss %.5f", method.name, epoch + 1, cfg.epochs, result.epoch_losses[-1]
-        )
-        if ckpt_path is not None:
-            _save_checkpoint(
-                ckpt_path,
-                epoch=epoch + 1,
-                fingerprint=fingerprint,
-                ctx=ctx,
-                optimizer=optimizer,
-                result=result,
-            )
-    ctx.student.eval()
-    result.seconds = time.perf_counter() - started
-    return result
+    run = EngineRun(method, ctx, progress=progress, checkpoint_dir=checkpoint_dir)
+    while run.epoch < method.config.epochs:
+        run.run_epoch()
+    return run.finish()

@@ -6,7 +6,6 @@ import dataclasses
 import json
 import logging
 import math
-import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -23,6 +22,7 @@ from delete.bench.plot import plot_per_class_accuracy
 from delete.bench.summary import summarize, to_markdown, write_csv
 from delete.checkpoint import save_model
 from delete.data import DatasetBundle, UnlearningSplits, load_dataset, make_unlearning_splits
+from delete.hparams import resolve_hparams
 from delete.methods import get_method_class, list_methods
 from delete.metrics import REPORT_METRICS, evaluate_unlearning
 from delete.models import ModelSpec, build_model
@@ -81,8 +81,8 @@ def method_hparams(name: str, config: BenchConfig, seed: int) -> dict[str, Any]:
         }
         hparams.update({k: v for k, v in recipe.items() if k in fields})
     else:
-        recommended = getattr(sys.modules[cls.__module__], "RECOMMENDED_HPARAMS", {})
-        hparams.update(recommended.get(config.dataset, {}) if isinstance(recommended, dict) else {})
+        # The benchmark's rows are fixed settings (paper-faithful): no automatic selection.
+        hparams.update(resolve_hparams(name, {}, dataset=config.dataset, auto=False))
     hparams.update(config.method_hparams.get(name, {}))
     if "seed" in fields:
         hparams["seed"] = seed

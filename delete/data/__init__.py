@@ -11,6 +11,7 @@ from delete.data.splits import (
     UnlearningSplits,
     class_mask,
     make_unlearning_splits,
+    selection_sample,
     split_by_classes,
     stratified_split,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "load_mnist5k",
     "make_unlearning_splits",
     "register_dataset",
+    "selection_sample",
     "split_by_classes",
     "stratified_split",
 ]

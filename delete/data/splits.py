@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from torch.utils.data import Dataset, Subset
 
 from delete.data.tensor_dataset import ImageTensorDataset
 
@@ -16,6 +17,7 @@ __all__ = [
     "split_by_classes",
     "make_unlearning_splits",
     "stratified_split",
+    "selection_sample",
 ]
 
 
@@ -79,3 +81,19 @@ def stratified_split(labels: Tensor, test_fraction: float, seed: int) -> tuple[T
         test_idx.append(idx[:n_test])
         train_idx.append(idx[n_test:])
     return torch.cat(train_idx).sort().values, torch.cat(test_idx).sort().values
+
+
+def selection_sample(dataset: Dataset, size: int, seed: int) -> Dataset:
+    """A seeded random subset of at most ``size`` items (the selection sample of retained
+    training images: used to choose, never to train).
+
+    Example:
+        >>> ds = ImageTensorDataset(torch.zeros(10, 1, 2, 2), torch.arange(10))
+        >>> len(selection_sample(ds, 4, seed=0)), len(selection_sample(ds, 40, seed=0))
+        (4, 10)
+    """
+    if isinstance(dataset, ImageTensorDataset):
+        dataset = dataset.with_transform(None)  # selection reads plain images, no augmentation
+    n = len(dataset)  # type: ignore[arg-type]
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[: min(size, n)]
+    return Subset(dataset, order.tolist())

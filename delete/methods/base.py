@@ -132,6 +132,8 @@ class UnlearningMethod(ABC):
     name: ClassVar[str] = ""
     config_cls: ClassVar[type[MethodConfig]] = MethodConfig
     needs_retain: ClassVar[bool] = False
+    #: Run the automatic selection (:mod:`delete.selection`) when no lr/epochs is given.
+    auto_select: ClassVar[bool] = False
     summary: ClassVar[str] = ""
     reference: ClassVar[str] = ""
 

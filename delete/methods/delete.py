@@ -55,6 +55,7 @@ class DeleteConfig(MethodConfig):
 class DeleteMethod(UnlearningMethod):
     config_cls = DeleteConfig
     needs_retain = False
+    auto_select = True
     summary = "Masked-teacher distillation on forget images only (no retained data)."
     reference = "Zhou et al., Decoupled Distillation to Erase, CVPR 2025"
     config: DeleteConfig

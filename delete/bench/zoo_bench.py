@@ -1,0 +1,184 @@
+"""DELETE with its defaults on every zoo model: ``python -m delete.bench.zoo_bench``.
+
+For each model (the zoo of :mod:`delete.bench.zoo` and the project's SmallCNN) and each
+forget class it reports test-forget accuracy, the retained drop against the original, the
+epochs used, the candidate chosen and the time against a Retrain of the same model (its
+own recipe on the retained training images), in two modes:
+
+* ``forget-only``: ``delete.unlearn`` defaults, forget images only;
+* ``selection``: the pipeline's mode, with a seeded sample of 500 retained *training* images
+  used only to select (the test split is what is reported);
+
+and the paper-faithful fixed row (lr 1e-4, 20 epochs, BatchNorm in train mode, no clipping).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from delete.api import run_unlearning
+from delete.bench.zoo import ZOO, load_zoo_model, train_zoo_model
+from delete.data import DatasetBundle, load_mnist5k, make_unlearning_splits
+from delete.metrics.predict import predict
+from delete.models import ModelSpec, build_model
+from delete.training import TrainConfig, make_loader, train_classifier
+
+__all__ = ["run_zoo_bench", "PAPER_FAITHFUL", "SELECTION_SAMPLE_SIZE"]
+
+#: The paper's official setting, run as a fixed row next to the defaults.
+PAPER_FAITHFUL: dict[str, Any] = {"lr": 1e-4, "epochs": 20, "freeze_bn": False}
+#: Retained training images in the selection sample (the pipeline's default too).
+SELECTION_SAMPLE_SIZE = 500
+SMALL_CNN = "small_cnn (project)"
+
+
+def _accuracy(model: nn.Module, dataset: Any) -> float:
+    logits, labels = predict(model, dataset, "cpu")
+    return round(100.0 * float((logits.argmax(1) == labels).float().mean()), 2)
+
+
+def _original(name: str, bundle: DatasetBundle) -> tuple[nn.Module, float]:
+    """The trained model and the seconds its (cached) training takes, measured once."""
+    if name == SMALL_CNN:
+        model = build_model(ModelSpec("small_cnn", 10, 1, 28))
+        started = time.perf_counter()
+        train_classifier(model, load_mnist5k(augment=True).train, TrainConfig(), "cpu")
+        return model.eval(), time.perf_counter() - started
+    return load_zoo_model(name, bundle), float("nan")
+
+
+def _retrain_seconds(name: str, bundle: DatasetBundle, forget: int) -> tuple[float, float]:
+    """Train the model's own recipe on the retained images only: (seconds, test-retain acc)."""
+    splits = make_unlearning_splits(bundle.train, bundle.test, [forget])
+    started = time.perf_counter()
+    if name == SMALL_CNN:
+        model = build_model(ModelSpec("small_cnn", 10, 1, 28))
+        aug = load_mnist5k(augment=True)
+        retain = make_unlearning_splits(aug.train, aug.test, [forget]).train_retain
+        train_classifier(model, retain, TrainConfig(), "cpu")
+    else:
+        retained = DatasetBundle(bundle.name, splits.train_retain, bundle.test, bundle.class_names)
+        model = train_zoo_model(ZOO[name], retained)
+    return time.perf_counter() - started, _accuracy(model.eval(), splits.test_retain)
+
+
+def run_zoo_bench(
+    models: Sequence[str],
+    classes: Sequence[int] = (3, 5, 8),
+    *,
+    paper_classes: int = 1,
+    out: Path | None = None,
+) -> list[dict[str, Any]]:
+    """Run the table; returns its rows and writes ``zoo.csv``/``zoo.md`` under ``out``."""
+    bundle = load_mnist5k(augment=False)
+    rows: list[dict[str, Any]] = []
+    for name in models:
+        model, _ = _original(name, bundle)
+        retrain_s, retrain_acc = _retrain_seconds(name, bundle, classes[0])
+        for i, cls in enumerate(classes):
+            splits = make_unlearning_splits(bundle.train, bundle.test, [cls])
+            before = _accuracy(model, splits.test_retain)
+            g = torch.Generator().manual_seed(0)
+            idx = torch.randperm(len(splits.train_retain), generator=g)[:SELECTION_SAMPLE_SIZE]
+            modes: list[tuple[str, dict[str, Any]]] = [
+                ("forget-only", {}),
+                (
+                    "selection",
+                    {
+                        "selection_loader": make_loader(
+                            splits.train_retain.subset(idx), 250, shuffle=False
+                        )
+                    },
+                ),
+            ]
+            if i < paper_classes:
+                modes.append(("paper-fixed", dict(PAPER_FAITHFUL)))
+            for mode, kwargs in modes:
+                forget_loader = make_loader(splits.train_forget, 64, shuffle=True, seed=0)
+                result = run_unlearning(
+                    model,
+                    forget_loader,
+                    [cls],
+                    device="cpu",
+                    progress=False,
+                    cache_teacher=True,
+                    **kwargs,
+                )
+                after = _accuracy(result.model, splits.test_retain)
+                sel = result.selection
+                row = {
+                    "model": name,
+                    "norm": "batchnorm" if name == SMALL_CNN else ZOO[name].norm_family,
+                    "forget_class": cls,
+                    "mode": mode,
+                    "test_forget": _accuracy(result.model, splits.test_forget),
+                    "retain_before": before,
+                    "retain_after": after,
+                    "retain_drop": round(before - after, 2),
+                    "epochs": sel.epochs if sel else result.config.epochs,
+                    "chosen": sel.chosen.label if sel else "fixed",
+                    "stop": sel.stop_reason if sel else "fixed epochs",
+                    "seconds": round(result.engine.seconds, 1),
+                    "retrain_seconds": round(retrain_s, 1),
+                    "time_vs_retrain": round(result.engine.seconds / retrain_s, 3),
+                    "retrain_retain_acc": retrain_acc,
+                }
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    if out is not None:
+        _write(rows, out)
+    return rows
+
+
+def _write(rows: list[dict[str, Any]], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "zoo.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    cols = (
+        "model",
+        "norm",
+        "forget_class",
+        "mode",
+        "test_forget",
+        "retain_before",
+        "retain_drop",
+        "epochs",
+        "chosen",
+        "time_vs_retrain",
+    )
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
+    (out / "zoo.md").write_text("\n".join(lines) + "\n")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join([SMALL_CNN, *ZOO]))
+    parser.add_argument("--classes", default="3,5,8")
+    parser.add_argument("--paper-classes", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--out", type=Path, default=Path("bench_results"))
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    run_zoo_bench(
+        [m.strip() for m in args.models.split(",")],
+        [int(c) for c in args.classes.split(",")],
+        paper_classes=args.paper_classes,
+        out=args.out,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,250 @@
+"""Signals the automatic selection reads after every epoch: pure functions, then a probe.
+
+DELETE's loss on a forget image splits exactly into a *forgetting term*
+``-log(1 - p_forget)`` and a *retention term* ``KL(t_hat || p_hat)`` over the retained classes
+(see :mod:`delete.losses`). Both are measured here with the student in **eval mode**, the way
+the model will be used, on a fixed sample of forget images; so are the forget accuracy and the
+retained-class agreement with the teacher. With a selection sample (retained images that are
+never trained on) the retained accuracy is measured as well.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "EpochSignals",
+    "ProbeSet",
+    "forgetting_term",
+    "retention_term",
+    "retained_agreement",
+    "forget_accuracy",
+    "retained_accuracy",
+    "measure",
+]
+
+
+def _forget_mask(num_classes: int, forget_classes: tuple[int, ...], device: torch.device) -> Tensor:
+    mask = torch.zeros(num_classes, dtype=torch.bool, device=device)
+    mask[list(forget_classes)] = True
+    return mask
+
+
+def forgetting_term(student_logits: Tensor, forget_classes: tuple[int, ...]) -> float:
+    """Mean ``-log(1 - p_forget)`` over the batch: 0 when no mass is left on forget classes.
+
+    Example:
+        >>> round(forgetting_term(torch.tensor([[0.0, 0.0]]), (0,)), 4)  # p_forget = 1/2
+        0.6931
+    """
+    logp = F.log_softmax(student_logits.float(), dim=1)
+    mask = _forget_mask(student_logits.shape[1], forget_classes, student_logits.device)
+    log_p_forget = torch.logsumexp(logp[:, mask], dim=1)
+    # log(1 - p) computed stably from log p: log1p(-exp(log p)), clamped away from p = 1.
+    return float((-torch.log1p(-log_p_forget.exp().clamp(max=1 - 1e-7))).mean())
+
+
+def retention_term(
+    student_logits: Tensor, teacher_logits: Tensor, forget_classes: tuple[int, ...]
+) -> float:
+    """Mean ``KL(t_hat || p_hat)`` over the retained classes (each renormalised).
+
+    Example:
+        >>> t = torch.tensor([[9.0, 1.0, 2.0]])
+        >>> retention_term(t, t, (0,))
+        0.0
+        >>> round(retention_term(torch.tensor([[0.0, 2.0, 1.0]]), t, (0,)), 4)
+        0.4621
+    """
+    mask = ~_forget_mask(student_logits.shape[1], forget_classes, student_logits.device)
+    log_p = F.log_softmax(student_logits.float()[:, mask], dim=1)
+    t = F.softmax(teacher_logits.float()[:, mask], dim=1)
+    return max(float(F.kl_div(log_p, t, reduction="batchmean")), 0.0)
+
+
+def retained_agreement(
+    student_logits: Tensor, teacher_logits: Tensor, forget_classes: tuple[int, ...]
+) -> float:
+    """Share of samples whose best *retained* class is the same for student and teacher.
+
+    Example:
+        >>> s = torch.tensor([[0.0, 2.0, 1.0], [0.0, 1.0, 2.0]])
+        >>> retained_agreement(s, torch.tensor([[9.0, 1.0, 0.0], [9.0, 1.0, 0.0]]), (0,))
+        0.5
+    """
+    mask = ~_forget_mask(student_logits.shape[1], forget_classes, student_logits.device)
+    return float(
+        (student_logits[:, mask].argmax(1) == teacher_logits[:, mask].argmax(1)).float().mean()
+    )
+
+
+def forget_accuracy(student_logits: Tensor, labels: Tensor) -> float:
+    """Top-1 accuracy in percent on forget images (their labels are forget classes).
+
+    Example:
+        >>> forget_accuracy(torch.tensor([[2.0, 0.0], [0.0, 2.0]]), torch.tensor([0, 0]))
+        50.0
+    """
+    return 100.0 * float((student_logits.argmax(1) == labels).float().mean())
+
+
+def retained_accuracy(logits: Tensor, labels: Tensor) -> float:
+    """Top-1 accuracy in percent on retained images.
+
+    Example:
+        >>> retained_accuracy(torch.tensor([[2.0, 0.0]]), torch.tensor([0]))
+        100.0
+    """
+    return 100.0 * float((logits.argmax(1) == labels).float().mean())
+
+
+@dataclass(frozen=True)
+class EpochSignals:
+    """What the selection knows about a candidate after one epoch.
+
+    Attributes:
+        epoch: Epochs trained so far.
+        forget_acc: Forget-image accuracy in percent (eval mode).
+        forgetting: Mean forgetting term on forget images.
+        retention: Mean retention term (KL over retained classes) on forget images.
+        agreement: Retained-class top-1 agreement with the teacher on forget images.
+        selection_acc: Retained accuracy on the selection sample, or ``None`` without one.
+    """
+
+    epoch: int
+    forget_acc: float
+    forgetting: float
+    retention: float
+    agreement: float
+    selection_acc: float | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EpochSignals:
+        """Inverse of :meth:`to_dict` (values as rounded there)."""
+        return cls(
+            **{
+                k: data[k]
+                for k in (
+                    "epoch",
+                    "forget_acc",
+                    "forgetting",
+                    "retention",
+                    "agreement",
+                    "selection_acc",
+                )
+            }
+        )
+
+    def to_dict(self) -> dict[str, float | int | None]:
+        return {
+            "epoch": self.epoch,
+            "forget_acc": round(self.forget_acc, 3),
+            "forgetting": round(self.forgetting, 5),
+            "retention": round(self.retention, 5),
+            "agreement": round(self.agreement, 4),
+            "selection_acc": None if self.selection_acc is None else round(self.selection_acc, 3),
+        }
+
+
+@dataclass
+class ProbeSet:
+    """Fixed tensors the signals are measured on, gathered once before any training.
+
+    Attributes:
+        forget_inputs: Up to ``max_forget`` forget images (no augmentation is re-drawn).
+        forget_labels: Their labels.
+        teacher_logits: The original model's logits on them (eval mode).
+        selection_inputs: Retained images of the selection sample, or ``None``.
+        selection_labels: Their labels, or ``None``.
+        original_selection_acc: The original model's accuracy on the selection sample.
+    """
+
+    forget_inputs: Tensor
+    forget_labels: Tensor
+    teacher_logits: Tensor
+    selection_inputs: Tensor | None = None
+    selection_labels: Tensor | None = None
+    original_selection_acc: float | None = None
+
+    @classmethod
+    def gather(
+        cls,
+        original: nn.Module,
+        forget_loader: Iterable[tuple[Tensor, Tensor]],
+        device: torch.device,
+        *,
+        selection_loader: Iterable[tuple[Tensor, Tensor]] | None = None,
+        max_forget: int = 512,
+        max_selection: int = 2048,
+    ) -> ProbeSet:
+        """Take the first ``max_forget`` forget images and the selection sample."""
+        fx, fy = _take(forget_loader, max_forget)
+        teacher = _logits(original, fx, device)
+        if selection_loader is None:
+            return cls(fx, fy, teacher)
+        sx, sy = _take(selection_loader, max_selection)
+        return cls(fx, fy, teacher, sx, sy, retained_accuracy(_logits(original, sx, device), sy))
+
+
+def _take(loader: Iterable[tuple[Tensor, Tensor]], limit: int) -> tuple[Tensor, Tensor]:
+    xs, ys, n = [], [], 0
+    for x, y in loader:
+        xs.append(x)
+        ys.append(y)
+        n += len(y)
+        if n >= limit:
+            break
+    if not xs:
+        raise ValueError("the probe loader is empty")
+    return torch.cat(xs)[:limit], torch.cat(ys)[:limit]
+
+
+@torch.no_grad()
+def _logits(model: nn.Module, inputs: Tensor, device: torch.device, batch: int = 256) -> Tensor:
+    was_training = model.training
+    model.eval()
+    out = [
+        model(inputs[i : i + batch].to(device)).float().cpu() for i in range(0, len(inputs), batch)
+    ]
+    model.train(was_training)
+    return torch.cat(out)
+
+
+def measure(
+    student: nn.Module,
+    probe: ProbeSet,
+    forget_classes: tuple[int, ...],
+    device: torch.device,
+    epoch: int,
+    *,
+    selection_from: float | None = None,
+) -> EpochSignals:
+    """The student's :class:`EpochSignals` on ``probe`` (eval mode, no gradients).
+
+    Args:
+        selection_from: When given, the selection sample is read only once the forget
+            accuracy is at or below it (before that nothing reads its accuracy, and it costs
+            a forward pass over every image of the sample).
+    """
+    logits = _logits(student, probe.forget_inputs, device)
+    forget_acc = forget_accuracy(logits, probe.forget_labels)
+    selection = None
+    wanted = selection_from is None or forget_acc <= selection_from
+    if wanted and probe.selection_inputs is not None and probe.selection_labels is not None:
+        selection = retained_accuracy(
+            _logits(student, probe.selection_inputs, device), probe.selection_labels
+        )
+    return EpochSignals(
+        epoch=epoch,
+        forget_acc=forget_acc,
+        forgetting=forgetting_term(logits, forget_classes),
+        retention=retention_term(logits, probe.teacher_logits, forget_classes),
+        agreement=retained_agreement(logits, probe.teacher_logits, forget_classes),
+        selection_acc=selection,
+    )
