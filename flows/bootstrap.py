@@ -114,7 +114,7 @@ def train_task_original(
 def bootstrap_flow(
     root: str | None = None,
     model_name: str | None = None,
-    epochs: int = 5,
+    epochs: int = 10,
     max_per_class: int | None = None,
     seed: int = 0,
     device: str = "auto",

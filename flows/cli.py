@@ -2,6 +2,7 @@
 
 Commands::
 
+    unlearn [--root DIR] register CARD.yaml       register a team's own model @champion
     unlearn [--root DIR] submit REQUEST.yaml      validate and queue a deletion request
     unlearn [--root DIR] process [--model NAME]   run the process_inbox flow now
     unlearn [--root DIR] status [REQUEST_ID]      where each request is (queued ... done/failed)
@@ -204,7 +205,7 @@ def bootstrap(
     model: str | None = typer.Option(
         None, "--model", help="Registered name (default: UNLEARN_MODEL_NAME[-TASK])."
     ),
-    epochs: int = typer.Option(5, "--epochs", min=1, help="Training epochs of the original."),
+    epochs: int = typer.Option(10, "--epochs", min=1, help="Training epochs of the original."),
     option: list[str] = typer.Option(
         [],
         "--option",
@@ -238,6 +239,29 @@ def bootstrap(
         )
     state = "reused" if result["reused"] else "registered"
     typer.echo(f"{result['model']} version {result['version']} {state} (task {task})")
+
+
+@app.command()
+def register(
+    ctx: typer.Context,
+    card: Path = typer.Argument(..., help="The model card (.yaml, .yml or .json)."),
+) -> None:
+    """Register an existing trained model and its dataset (a model card) as version 1 @champion."""
+    from flows.register import register_flow
+    from tasks.audit import open_audit_log
+    from tasks.register import validate_card
+
+    settings = _settings(ctx)
+    open_audit_log(settings)  # no audit key: refuse before anything else
+    # Checked here first as well, so a refused card is one line and never a failed flow run.
+    validate_card(settings, card)
+    with _spinner(f"registering {card.name}"):
+        result = register_flow(card=str(card), root=str(settings.root))
+    accuracy, md5 = result["metrics"]["acc_test"], result["data_version"]["md5"]
+    typer.echo(
+        f"{result['model']} version {result['version']} registered @{result['alias']} "
+        f"(test accuracy {accuracy:.1f}%, data {md5})"
+    )
 
 
 @app.command()

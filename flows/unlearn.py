@@ -39,9 +39,9 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from torch import nn
 
-from delete.api import UnlearnResult, run_unlearning
+from delete.api import UnlearnResult, run_unlearning, wants_selection
 from delete.applications import UnknownTaskError, get_task
-from delete.data import ImageTensorDataset, make_unlearning_splits
+from delete.data import ImageTensorDataset, make_unlearning_splits, selection_sample
 from delete.errors import (
     InvalidClassError,
     InvalidForgetSetError,
@@ -49,6 +49,7 @@ from delete.errors import (
     MissingRetainDataError,
     UnknownMethodError,
 )
+from delete.hparams import SELECTION_SAMPLE_SIZE, resolve_hparams
 from delete.methods import create_method
 from delete.methods._registry import get_method_class
 from delete.training import make_loader
@@ -83,12 +84,18 @@ from tasks.audit import (
 from tasks.dataset import (
     DataVersionMismatchError,
     extract_forget_set_task,
-    load_dataset_task,
     push_to_remote_task,
     resolve_forget_classes,
 )
-from tasks.evaluation import check_gates, check_task_gates, evaluate_model_task, load_gates
+from tasks.evaluation import (
+    check_gates,
+    check_task_gates,
+    class_accuracies,
+    evaluate_model_task,
+    load_gates,
+)
 from tasks.export import package_model_task
+from tasks.image_dataset import lineage_tags, load_model_dataset_task
 from tasks.inbox import model_lock
 from tasks.plots import make_plots_task
 from tasks.registry import (
@@ -186,11 +193,22 @@ def run_unlearning_task(
     device: str,
     checkpoint_dir: str,
 ) -> UnlearnResult:
-    """The unlearning compute (:func:`delete.run_unlearning`); deliberately never retried."""
+    """The unlearning compute (:func:`delete.run_unlearning`); deliberately never retried.
+
+    When the method selects automatically (DELETE without a pinned ``lr``/``epochs``), it
+    gets a selection sample: :data:`SELECTION_SAMPLE_SIZE` retained *training* images drawn
+    with the request's seed from the DVC-pinned split. They only choose among candidates and
+    when to stop, never train; the gates read the test split, which the sample never touches.
+    """
     params = dict(hparams)
     batch_size = int(params.pop("batch_size", 64))
     seed = int(params.get("seed", 0))
     needs_retain = get_method_class(method).needs_retain
+    selection_loader = None
+    if wants_selection(method, params, None):
+        selection_loader = make_loader(
+            selection_sample(retain_set, SELECTION_SAMPLE_SIZE, seed), 256, shuffle=False
+        )
     return run_unlearning(
         model,
         make_loader(forget_set, batch_size, shuffle=True, seed=seed),
@@ -200,6 +218,7 @@ def run_unlearning_task(
         retain_loader=make_loader(retain_set, batch_size, shuffle=True, seed=seed)
         if needs_retain
         else None,
+        selection_loader=selection_loader,
         num_classes=num_classes,
         progress=False,
         checkpoint_dir=checkpoint_dir,
@@ -211,22 +230,24 @@ def _method_hparams(
     method: str, dataset: str, requested: Mapping[str, Any], task: str = CLASSIFICATION
 ) -> dict[str, Any]:
     """The method's hyper-parameters, validated before any work is done on the request."""
-    # Same precedence as the benchmark: the recommendation (the method module's per dataset,
-    # or the task's for DELETE on another task), then the request.
-    cls = get_method_class(method)
-    if task != CLASSIFICATION:
-        spec = get_task(task)
-        base = dict(spec.delete_hparams) if method == "delete" else {}
-        base["batch_size"] = spec.unlearn_batch_size
-    else:
-        recommended = getattr(sys.modules[cls.__module__], "RECOMMENDED_HPARAMS", {})
-        base = dict(recommended.get(dataset, {})) if isinstance(recommended, dict) else {}
-    hparams = {**base, **requested}
+    hparams = resolve_hparams(
+        method,
+        requested,
+        dataset=dataset,
+        task_defaults=None if task == CLASSIFICATION else _task_defaults(method, task),
+    )
     batch_size = hparams.get("batch_size", 64)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidHparamError(f"batch_size must be a positive integer, got {batch_size!r}")
     create_method(method, **{k: v for k, v in hparams.items() if k != "batch_size"})
     return hparams
+
+
+def _task_defaults(method: str, task: str) -> dict[str, Any]:
+    spec = get_task(task)
+    base = dict(spec.delete_hparams) if method == "delete" else {}
+    base["batch_size"] = spec.unlearn_batch_size
+    return base
 
 
 class _Timer:
@@ -312,6 +333,22 @@ def _prior_content_hash(settings: PipelineSettings, request_id: str) -> str | No
     return value if isinstance(value, str) else None
 
 
+def _selection_audit(selection: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The selection's decision for the audit chain (the per-epoch signals stay in the record,
+    whose SHA-256 the chain holds)."""
+    if not selection:
+        return None
+    return {
+        "mode": selection.get("mode"),
+        "tried": [t.get("candidate") + f" ({t.get('status')})" for t in selection.get("tried", [])],
+        "chosen": selection.get("chosen"),
+        "epochs": selection.get("epochs"),
+        "kept_epoch": selection.get("best_epoch"),
+        "stop_reason": selection.get("stop_reason"),
+        "selection_size": selection.get("selection_size"),
+    }
+
+
 def _completed_payload(record: Mapping[str, Any], record_path: Path) -> dict[str, Any]:
     """The ``request.completed`` audit payload, from the request's record."""
     verdict = record.get("verdict") or {}
@@ -330,6 +367,7 @@ def _completed_payload(record: Mapping[str, Any], record_path: Path) -> dict[str
         "onnx_sha256": (record.get("onnx") or {}).get("sha256"),
         "mlflow_run_id": record.get("mlflow_run_id"),
         "flow_run_id": record.get("flow_run_id"),
+        "selection": _selection_audit(record.get("selection")),
         "record_path": str(record_path),
         "record_sha256": hashlib.sha256(record_path.read_bytes()).hexdigest(),
     }
@@ -582,7 +620,8 @@ def _apply(
         )
     run: TaskRun | None = None
     with timer.step("load_data"):
-        bundle, data_version = load_dataset_task(settings, request.data_version)
+        # the model's own data: a registered ImageFolder at its recorded md5, else data/
+        bundle, data_version = load_model_dataset_task(settings, parent.tags, request.data_version)
         if task_name == CLASSIFICATION:
             classes = resolve_forget_classes(bundle, request.forget_classes)
             class_names, num_classes, dataset_name = (
@@ -670,13 +709,20 @@ def _apply(
             "resumed_from_epoch": result.engine.resumed_from_epoch,
             "device": result.device,
         },
+        # What the automatic selection tried, chose and why it stopped (None: fixed run).
+        selection=None if result.selection is None else result.selection.to_dict(),
     )
     with timer.step("evaluate_after"):
         gates = load_gates(settings.gates_file, task_name)
         if run is None:
             report_after = evaluate_model_task(result.model, splits, device)
             after = report_after.to_dict()
-            verdict = check_gates(before, after, gates)
+            # The per-class gate reads every retained class, not only their average.
+            verdict = check_gates(
+                {**before, **class_accuracies(report_before.per_class_test_accuracy, classes)},
+                {**after, **class_accuracies(report_after.per_class_test_accuracy, classes)},
+                gates,
+            )
             record["per_class_test_accuracy"] = {
                 "before": report_before.per_class_test_accuracy,
                 "after": report_after.per_class_test_accuracy,
@@ -791,6 +837,7 @@ def _apply(
             TAG_CONTENT_HASH: request.content_hash(),
             "requested_by": request.requested_by,
             **task_tags(task_name, task_options),
+            **lineage_tags(parent.tags),  # a registered model's data and architecture
             "forget_classes": list(classes),
             "forget_class_names": record["forget_class_names"],
             "data.dvc_md5": data_version.md5,

@@ -36,7 +36,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from delete.api import validate_forget_classes
-from delete.data import DatasetBundle, ImageTensorDataset
+from delete.data import DatasetBundle, ImageFileDataset, ImageTensorDataset
 from delete.errors import InvalidClassError, InvalidForgetSetError
 from tasks._common import PipelineError, git_revision, one_line, run_command
 from tasks._retry import IO_RETRY_POLICY
@@ -456,7 +456,7 @@ def resolve_forget_classes(bundle: DatasetBundle, classes: Sequence[int | str]) 
     """Map class indices or names to sorted indices; refuse unknown classes and all classes.
 
     Example:
-        >>> from delete.data import DatasetBundle, ImageTensorDataset
+        >>> from delete.data import DatasetBundle, ImageFileDataset, ImageTensorDataset
         >>> ds = ImageTensorDataset(torch.zeros(3, 1, 2, 2), torch.tensor([0, 1, 2]))
         >>> resolve_forget_classes(DatasetBundle("x", ds, ds, ["cat", "dog", "owl"]), ["owl", 0])
         (0, 2)
@@ -482,6 +482,17 @@ def forget_set_dir(settings: PipelineSettings, request_id: str) -> Path:
     if not _REQUEST_ID.fullmatch(request_id):
         raise DatasetError(f"request id {request_id!r} is not a safe file name")
     return settings.root / "forget_sets" / request_id
+
+
+def _train_file(
+    settings: PipelineSettings, bundle: DatasetBundle, data_root: Path, index: int
+) -> Path:
+    """The file training sample ``index`` was read from: its own path for an image folder
+    (a registered team dataset), the fixed layout of ``data/mnist5k`` otherwise."""
+    if isinstance(bundle.train, ImageFileDataset):
+        return bundle.train.paths[index].resolve()
+    label, sample_id = int(bundle.train.labels[index]), bundle.train.sample_ids[index]
+    return (data_root / _sample_file("train", label, sample_id)).resolve()
 
 
 def extract_forget_set(
@@ -517,9 +528,9 @@ def extract_forget_set(
     for index in chosen:
         label = int(labels[index])
         sample_id = bundle.train.sample_ids[index]
-        rel = _sample_file("train", label, sample_id)
-        digest = hashlib.sha256((data_root / rel).read_bytes()).hexdigest()
-        rows.append((sample_id, f"data/{DATASET_NAME}/{rel}", label, digest))
+        file = _train_file(settings, bundle, data_root, index)
+        digest = hashlib.sha256(file.read_bytes()).hexdigest()
+        rows.append((sample_id, file.relative_to(settings.root).as_posix(), label, digest))
     if not rows:
         raise InvalidForgetSetError(f"forget classes {list(classes)} have no training images")
     rows.sort()

@@ -32,6 +32,8 @@ __all__ = [
     "DEFAULT_GATES",
     "DEFAULT_TASK_GATES",
     "check_task_gates",
+    "class_accuracies",
+    "CLASS_ACC_PREFIX",
     "GateCheck",
     "GateVerdict",
     "GateConfigError",
@@ -47,8 +49,13 @@ __all__ = [
 DEFAULT_GATES: dict[str, float] = {
     "max_test_forget_accuracy": 5.0,
     "max_retain_accuracy_drop": 3.0,
+    "max_class_accuracy_drop": 5.0,
     "mia_auc_band": 0.1,
 }
+
+#: Prefix of the per-class test accuracies that :func:`class_accuracies` adds to the metrics
+#: the gates read (never logged as metrics or tags: one per class would drown them).
+CLASS_ACC_PREFIX = "class_acc."
 
 
 #: Per-task gates when ``gates.yaml`` has no section for the task; the shipped file's values.
@@ -151,6 +158,51 @@ def _retain_drop(
         drop is not None and drop <= limit,
         "test accuracy lost on the retained classes vs the parent, percentage points",
     )
+
+
+@register_gate("max_class_accuracy_drop")
+def _worst_class_drop(
+    before: Mapping[str, float], after: Mapping[str, float], limit: float
+) -> GateCheck:
+    """The worst retained class's drop: an average over nine classes hides one that fell.
+
+    Example:
+        >>> b = {"class_acc.0": 97.0, "class_acc.1": 96.0}
+        >>> _worst_class_drop(b, {"class_acc.0": 97.0, "class_acc.1": 88.0}, 5.0).value
+        8.0
+    """
+    drops = [
+        old - new
+        for key, old_value in before.items()
+        if key.startswith(CLASS_ACC_PREFIX)
+        and (old := _metric(before, key)) is not None
+        and (new := _metric(after, key)) is not None
+    ]
+    worst = max(drops) if drops else None
+    return GateCheck(
+        "max_class_accuracy_drop",
+        worst,
+        limit,
+        worst is not None and worst <= limit,
+        "test accuracy lost by the worst retained class vs the parent, percentage points",
+    )
+
+
+def class_accuracies(
+    per_class: list[float], forget_classes: tuple[int, ...] | list[int]
+) -> dict[str, float]:
+    """``{"class_acc.<i>": accuracy}`` of the *retained* classes, for the per-class gate.
+
+    Example:
+        >>> class_accuracies([99.0, 0.0, 97.5], (1,))
+        {'class_acc.0': 99.0, 'class_acc.2': 97.5}
+    """
+    forget = set(forget_classes)
+    return {
+        f"{CLASS_ACC_PREFIX}{i}": float(acc)
+        for i, acc in enumerate(per_class)
+        if i not in forget and not math.isnan(float(acc))
+    }
 
 
 @register_gate("mia_auc_band")
@@ -275,8 +327,9 @@ def check_gates(
     """Run every configured gate on the parent's (``before``) and the new (``after``) metrics.
 
     Example:
-        >>> v = check_gates({"acc_test_retain": 98.0}, {"acc_test_retain": 97.0,
-        ...     "acc_test_forget": 0.0, "mia_auc": 0.55}, DEFAULT_GATES)
+        >>> v = check_gates({"acc_test_retain": 98.0, "class_acc.0": 98.0},
+        ...     {"acc_test_retain": 97.0, "acc_test_forget": 0.0, "mia_auc": 0.55,
+        ...      "class_acc.0": 96.0}, DEFAULT_GATES)
         >>> v.passed, [c.name for c in v.checks if not c.passed]
         (True, [])
     """

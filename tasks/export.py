@@ -64,7 +64,7 @@ def package_model(
     weights = save_model(model, spec, directory / "model.safetensors")
     spec_path = directory / "spec.json"
     spec_path.write_text(json.dumps(spec.to_dict(), indent=2, sort_keys=True) + "\n")
-    example = torch.zeros(2, spec.in_channels, spec.image_size, spec.image_size)
+    example = torch.zeros(2, spec.in_channels, *spec.input_hw)
     report = export_and_verify(model, example, directory / "model.onnx", atol=atol, rtol=rtol)
     return ModelPackage(
         model_dir=str(directory),

@@ -364,9 +364,7 @@ def register_version(
                 onnx.load(str(onnx_file)),
                 name=_MODEL_ARTIFACT,
                 extra_files=[str(weights), str(spec_file)],
-                input_example=np.zeros(
-                    (1, spec.in_channels, spec.image_size, spec.image_size), dtype=np.float32
-                ),
+                input_example=np.zeros((1, spec.in_channels, *spec.input_hw), dtype=np.float32),
                 pip_requirements=[
                     f"onnxruntime=={onnxruntime.__version__}",
                     f"numpy=={np.__version__}",

@@ -47,15 +47,35 @@ class EvidentlyReport:
         return asdict(self)
 
 
-def _frame(logits: Tensor, labels: Tensor, class_names: Sequence[str]) -> Any:
+def _label_names(labels: Tensor, class_names: Sequence[str]) -> list[Any]:
+    """How classes are named in the report's columns: their names, except with exactly two
+    retained classes, where Evidently switches to binary metrics with ``pos_label=1`` and fails
+    on any label set without ``1``. There the two retained classes become ``0`` and ``1`` (in
+    class order) and every other class ``2, 3, ...``.
+
+    Example:
+        >>> _label_names(torch.tensor([0, 2, 2]), ["a", "b", "c"])
+        [0, 2, 1]
+        >>> _label_names(torch.tensor([0, 1, 2]), ["a", "b", "c"])
+        ['a', 'b', 'c']
+    """
+    present = sorted(set(labels.tolist()))
+    if len(present) != 2:
+        return list(class_names)
+    others = [i for i in range(len(class_names)) if i not in present]
+    order = {cls: code for code, cls in enumerate(present + others)}
+    return [order[i] for i in range(len(class_names))]
+
+
+def _frame(logits: Tensor, labels: Tensor, names: Sequence[Any]) -> Any:
     import pandas as pd
 
     probs = torch.softmax(logits.float(), dim=1)
     confidence, predicted = probs.max(dim=1)
     return pd.DataFrame(
         {
-            "target": [class_names[i] for i in labels.tolist()],
-            "prediction": [class_names[i] for i in predicted.tolist()],
+            "target": [names[i] for i in labels.tolist()],
+            "prediction": [names[i] for i in predicted.tolist()],
             "confidence": confidence.numpy().astype(float),
         }
     )
@@ -102,8 +122,9 @@ def build_evidently_report_from_logits(
         categorical_columns=["target", "prediction"],
         numerical_columns=["confidence"],
     )
-    reference = Dataset.from_pandas(_frame(ref_logits, labels, class_names), definition)
-    current = Dataset.from_pandas(_frame(cur_logits, labels, class_names), definition)
+    names = _label_names(labels, class_names)
+    reference = Dataset.from_pandas(_frame(ref_logits, labels, names), definition)
+    current = Dataset.from_pandas(_frame(cur_logits, labels, names), definition)
     report = Report(
         [ClassificationPreset(), DataDriftPreset(columns=["prediction", "confidence"])],
         include_tests=True,

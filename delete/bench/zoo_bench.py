@@ -139,15 +139,52 @@ def run_zoo_bench(
     return rows
 
 
+def summarize_zoo(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (model, mode): worst test-forget, mean and worst retained drop, mean
+    epochs and mean time against Retrain.
+
+    Example:
+        >>> r = dict(model="m", norm="none", mode="forget-only", test_forget=0.0,
+        ...          retain_drop=1.0, epochs=10, time_vs_retrain=0.1)
+        >>> summarize_zoo([r, {**r, "retain_drop": 3.0}])[0]["drop_mean"]
+        2.0
+    """
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["model"], row["mode"]), []).append(row)
+    out = []
+    for (model, mode), items in groups.items():
+        n = len(items)
+        out.append(
+            {
+                "model": model,
+                "norm": items[0]["norm"],
+                "mode": mode,
+                "classes": n,
+                "forget_max": max(r["test_forget"] for r in items),
+                "drop_mean": round(sum(r["retain_drop"] for r in items) / n, 2),
+                "drop_max": max(r["retain_drop"] for r in items),
+                "epochs_mean": round(sum(r["epochs"] for r in items) / n, 1),
+                "time_vs_retrain": round(sum(r["time_vs_retrain"] for r in items) / n, 3),
+            }
+        )
+    return out
+
+
+def _table(rows: Sequence[dict[str, Any]]) -> list[str]:
+    cols = list(rows[0])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    return lines + ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
+
+
 def _write(rows: list[dict[str, Any]], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with (out / "zoo.csv").open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    cols = (
+    keep = (
         "model",
-        "norm",
         "forget_class",
         "mode",
         "test_forget",
@@ -157,9 +194,9 @@ def _write(rows: list[dict[str, Any]], out: Path) -> None:
         "chosen",
         "time_vs_retrain",
     )
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
-    (out / "zoo.md").write_text("\n".join(lines) + "\n")
+    detail = [{k: r[k] for k in keep} for r in rows]
+    text = ["## Summary", "", *_table(summarize_zoo(rows)), "", "## Every run", "", *_table(detail)]
+    (out / "zoo.md").write_text("\n".join(text) + "\n")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -2,7 +2,8 @@
 
 ``root/<class_name>/<image>``; classes are the sorted folder names and files are found with
 torchvision's own scanner (same extensions, same order). Images are decoded, converted to RGB
-(or grayscale) and resized to a fixed square (or ``(H, W)``) size when they are read.
+(or grayscale) and resized to a fixed square (or ``(H, W)``) size when they are read, then
+optionally normalised per channel (``(x - mean) / std``, as a team's model was trained on).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,6 +36,8 @@ class ImageFileDataset(LazyImageDataset):
         grayscale: Decode to one channel instead of RGB.
         transform: Applied to each float image when it is read (augmentation).
         sample_ids: Stable identifiers (default: the paths).
+        mean: Per-channel mean subtracted after scaling to ``[0, 1]`` (``None``: none).
+        std: Per-channel standard deviation divided by after the mean (``None``: none).
     """
 
     def __init__(
@@ -45,6 +49,8 @@ class ImageFileDataset(LazyImageDataset):
         grayscale: bool = False,
         transform: Transform | None = None,
         sample_ids: Sequence[str] | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
     ) -> None:
         self.paths = [Path(p) for p in paths]
         super().__init__(labels, transform, sample_ids or [str(p) for p in self.paths])
@@ -52,6 +58,7 @@ class ImageFileDataset(LazyImageDataset):
             raise ValueError(f"{len(self.paths)} paths but {len(self.labels)} labels")
         self.size = (int(size[0]), int(size[1]))
         self.grayscale = grayscale
+        self.mean, self.std = _check_normalisation(mean, std, 1 if grayscale else 3)
 
     def _decode(self, index: int) -> np.ndarray:
         from PIL import Image
@@ -67,7 +74,15 @@ class ImageFileDataset(LazyImageDataset):
         return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
 
     def _read(self, index: int) -> Tensor:
-        return torch.from_numpy(self._decode(index).copy()).float().div_(255.0)
+        image = torch.from_numpy(self._decode(index).copy()).float().div_(255.0)
+        if self.mean is not None and self.std is not None:
+            image = (image - torch.tensor(self.mean)[:, None, None]) / torch.tensor(self.std)[
+                :, None, None
+            ]
+        return image
+
+    def _options(self) -> dict[str, Any]:
+        return {"grayscale": self.grayscale, "mean": self.mean, "std": self.std}
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -82,9 +97,9 @@ class ImageFileDataset(LazyImageDataset):
             [self.paths[i] for i in idx],
             self.labels[idx],
             self.size,
-            grayscale=self.grayscale,
             transform=transform if transform is not None else self.transform,
             sample_ids=[self.sample_ids[i] for i in idx],
+            **self._options(),
         )
 
     def with_transform(self, transform: Transform | None) -> ImageFileDataset:
@@ -93,13 +108,19 @@ class ImageFileDataset(LazyImageDataset):
             self.paths,
             self.labels,
             self.size,
-            grayscale=self.grayscale,
             transform=transform,
             sample_ids=self.sample_ids,
+            **self._options(),
         )
 
     def to_memory(self) -> ByteImageDataset:
-        """Decode every file once into a uint8 :class:`ByteImageDataset` (same order and ids)."""
+        """Decode every file once into a uint8 :class:`ByteImageDataset` (same order and ids).
+
+        Raises:
+            DatasetError: The dataset normalises (uint8 bytes cannot hold normalised values).
+        """
+        if self.mean is not None:
+            raise DatasetError("a normalised image folder cannot be held in memory as bytes")
         images = np.stack([self._decode(i) for i in range(len(self))]) if len(self) else None
         data = (
             torch.from_numpy(images)
@@ -107,6 +128,25 @@ class ImageFileDataset(LazyImageDataset):
             else torch.empty((0, *self.image_shape), dtype=torch.uint8)
         )
         return ByteImageDataset(data, self.labels, self.transform, self.sample_ids)
+
+
+def _check_normalisation(
+    mean: Sequence[float] | None, std: Sequence[float] | None, channels: int
+) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
+    """Validated ``(mean, std)``: both or neither, one value per channel, ``std > 0``."""
+    if mean is None and std is None:
+        return None, None
+    if mean is None or std is None:
+        raise DatasetError("normalisation needs both mean and std (or neither)")
+    mean_t, std_t = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+    if len(mean_t) != channels or len(std_t) != channels:
+        raise DatasetError(
+            f"mean and std need {channels} value(s) each (one per channel), "
+            f"got {len(mean_t)} and {len(std_t)}"
+        )
+    if min(std_t) <= 0:
+        raise DatasetError(f"std values must be positive, got {list(std_t)}")
+    return mean_t, std_t
 
 
 def _scan(
@@ -155,6 +195,8 @@ def load_image_folder(
     grayscale: bool = False,
     in_memory: bool = False,
     name: str = "imagefolder",
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
 ) -> DatasetBundle:
     """Images in class folders, as a :class:`DatasetBundle`.
 
@@ -173,6 +215,8 @@ def load_image_folder(
         grayscale: One channel instead of RGB.
         in_memory: Decode every image once into uint8 memory instead of on every read.
         name: The bundle's name.
+        mean: Per-channel mean of the normalisation after scaling to ``[0, 1]``.
+        std: Per-channel standard deviation of that normalisation.
 
     Raises:
         DatasetError: Missing folder, no class folders, no images, mismatched test classes.
@@ -198,7 +242,9 @@ def load_image_folder(
         paths = [p for p, _ in items]
         ids = [Path(p).relative_to(base).as_posix() for p in paths]
         labels = torch.tensor([label for _, label in items], dtype=torch.long)
-        return ImageFileDataset(paths, labels, size, grayscale=grayscale, sample_ids=ids)
+        return ImageFileDataset(
+            paths, labels, size, grayscale=grayscale, sample_ids=ids, mean=mean, std=std
+        )
 
     full = _dataset(samples, train_dir)
     if test_dir is not None:

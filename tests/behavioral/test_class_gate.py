@@ -1,0 +1,62 @@
+"""The per-class gate rejects what the average hides: one retained class that fell.
+
+The "unlearned" model is the original with one retained class's logit pushed down until that
+class loses 10 to 40 points while the retained average loses less than 3: the average gate
+passes it, so only the per-class gate can reject it. The verdict is fixed by this setup.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from delete.data import load_digits, make_unlearning_splits
+from delete.metrics import evaluate_unlearning
+from delete.models import ModelSpec, build_model
+from delete.training import TrainConfig, train_classifier
+from tasks.evaluation import check_gates, class_accuracies
+
+GATES = {"max_retain_accuracy_drop": 3.0, "max_class_accuracy_drop": 5.0}
+FORGET, VICTIM = (3,), 8
+
+
+def _push_down(model: torch.nn.Module, cls: int, delta: float) -> torch.nn.Module:
+    out = copy.deepcopy(model)
+    with torch.no_grad():
+        out.classifier.bias[cls] -= delta  # type: ignore[index, operator]
+    return out.eval()
+
+
+def test_one_fallen_class_is_rejected_though_the_average_passes() -> None:
+    bundle = load_digits(seed=0, augment=False)
+    torch.manual_seed(0)
+    model = build_model(ModelSpec("small_cnn", num_classes=10, in_channels=1, image_size=8))
+    train_classifier(model, bundle.train, TrainConfig(epochs=15, seed=0), device="cpu")
+    splits = make_unlearning_splits(bundle.train, bundle.test, FORGET)
+    before = evaluate_unlearning(model, splits, "cpu", mia=False)
+
+    fallen, after = None, None
+    for delta in [x / 2 for x in range(1, 60)]:
+        candidate = _push_down(model, VICTIM, delta)
+        report = evaluate_unlearning(candidate, splits, "cpu", mia=False)
+        lost = before.per_class_test_accuracy[VICTIM] - report.per_class_test_accuracy[VICTIM]
+        if 10.0 <= lost <= 40.0 and before.acc_test_retain - report.acc_test_retain < 3.0:
+            fallen, after = candidate, report
+            break
+    assert fallen is not None and after is not None, "setup: no shift drops one class alone"
+
+    def verdict(b, a):  # type: ignore[no-untyped-def]
+        return check_gates(
+            {**b.to_dict(), **class_accuracies(b.per_class_test_accuracy, FORGET)},
+            {**a.to_dict(), **class_accuracies(a.per_class_test_accuracy, FORGET)},
+            GATES,
+        )
+
+    rejected = verdict(before, after)
+    assert not rejected.passed
+    assert [c.name for c in rejected.checks if not c.passed] == ["max_class_accuracy_drop"]
+    assert rejected.reasons[0].startswith("max_class_accuracy_drop: ")
+
+    # The control: the parent against itself passes both gates.
+    assert verdict(before, before).passed

@@ -1,0 +1,72 @@
+"""A request without pinned hyper-parameters: the pipeline's automatic selection, recorded.
+
+The pipeline passes DELETE a seeded selection sample of retained *training* images; what was
+tried, what was chosen and why it stopped must reach the request record and the audit chain.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.flows.conftest import MAX_PER_CLASS, write_request
+
+
+def test_unpinned_request_selects_with_a_training_sample_and_records_it(
+    project: dict[str, Any],
+) -> None:
+    from flows.process_inbox import process_inbox_flow
+    from tasks.audit import open_audit_log, read_request_record
+    from tasks.inbox import Inbox
+
+    settings = project["settings"]
+    source = write_request(
+        settings.root / "auto.yaml", "auto-select-0001", forget_classes="[2]", hparams=None
+    )
+    Inbox(settings).submit(source)
+    (result,) = [
+        r
+        for r in process_inbox_flow(root=str(settings.root))
+        if r.get("request_id") == "auto-select-0001"
+    ]
+    assert result["state"] == "done", result
+
+    record = read_request_record(settings, "auto-select-0001")
+    selection = record["selection"]
+    assert selection["mode"] == "selection-sample"
+    # Retained *training* images only: at most 50 per class were materialised, 80 % of them
+    # in the training split, over the 9 retained classes.
+    assert 0 < selection["selection_size"] <= 9 * MAX_PER_CLASS
+    assert selection["stop_reason"]
+    tried = {t["candidate"]: t["status"] for t in selection["tried"]}
+    assert list(tried.values()).count("chosen") == 1
+    assert selection["chosen"] in tried
+    # The kept setting is what the record says ran: the chosen lr, clipped steps, frozen BN.
+    assert record["hparams"]["lr"] == selection["chosen_lr"]
+    assert record["hparams"]["grad_clip"] == 1.0 and record["hparams"]["freeze_bn"] is True
+    assert record["hparams"]["epochs"] == selection["best_epoch"]
+
+    (completed,) = open_audit_log(settings).find("request.completed", "auto-select-0001")
+    audited = completed["payload"]["selection"]
+    assert audited["chosen"] == selection["chosen"]
+    assert audited["stop_reason"] == selection["stop_reason"]
+    assert audited["mode"] == "selection-sample"
+
+
+def test_pinned_request_runs_exactly_its_setting(project: dict[str, Any]) -> None:
+    from flows.process_inbox import process_inbox_flow
+    from tasks.audit import read_request_record
+    from tasks.inbox import Inbox
+
+    settings = project["settings"]
+    source = write_request(
+        settings.root / "fixed.yaml",
+        "fixed-0001",
+        forget_classes="[4]",
+        hparams="{epochs: 2, lr: 0.001}",
+    )
+    Inbox(settings).submit(source)
+    process_inbox_flow(root=str(settings.root))
+    record = read_request_record(settings, "fixed-0001")
+    assert record["selection"] is None
+    assert record["hparams"]["epochs"] == 2 and record["hparams"]["lr"] == 0.001
+    assert len(record["engine"]["epoch_losses"]) == 2
