@@ -161,8 +161,9 @@ class SelectionConfig:
         probe_forget_max: Forget accuracy (percent) a candidate must reach within the probe
             to count as forgetting; the smallest such learning rate is kept.
         retention_floor: A retention term (nats) at or below which it counts as converged:
-            further decreases are not improvements (a ViT's keeps halving for 30 epochs
-            without any change in accuracy).
+            further decreases are not improvements. Off (0) by default: at 0.01 it stopped
+            the SmallCNN on digit 3 at epoch 12 with 4.9 points lost, where running on to
+            epoch 23 lost 1.8.
         veto_drop: With a selection sample, a candidate whose selection accuracy after the
             probe is more than this many points below the original's is vetoed (a collapse).
     """
@@ -178,7 +179,7 @@ class SelectionConfig:
     max_forget_probe: int = 128
     max_selection: int = 512
     probe_forget_max: float = 50.0
-    retention_floor: float = 0.01
+    retention_floor: float = 0.0
     veto_drop: float = 10.0
 
     def __post_init__(self) -> None:
