@@ -10,7 +10,7 @@ export DO_NOT_TRACK := 1
 export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test test-fast bench bench-full lint format clean
+.PHONY: help venv demo test test-fast bench bench-full bench-scale lint format clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -41,6 +41,10 @@ bench: $(STAMP) ## Quick benchmarks: methods, applications, pipeline overhead, D
 bench-full: $(STAMP) ## Full benchmark (3 seeds x 3 classes + multi-class, every method)
 	$(PY) -m delete.bench --out bench_results/full
 	$(PY) -m delete.applications.bench --out bench_results/full
+
+bench-scale: $(STAMP) ## Scale case: register + one request on generated 5k then 50k-image folders
+	$(PY) -m flows.bench_scale --images 5000 --out bench_results
+	$(PY) -m flows.bench_scale --images 50000 --out bench_results
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy on delete/
 	$(VENV)/bin/ruff check .
