@@ -31,6 +31,7 @@ from delete.data import DatasetBundle, RandomShift
 __all__ = [
     "ZooRecipe",
     "ZOO",
+    "Gray2RGB",
     "Normalized",
     "PlainCNN",
     "build_zoo_model",
@@ -108,7 +109,7 @@ def _mobilenet(num_classes: int) -> nn.Module:
 
     # MobileNetV3's first conv takes 3 channels: outside users feed gray images repeated.
     net = torchvision.models.mobilenet_v3_small(weights=None, num_classes=num_classes)
-    return nn.Sequential(_Gray2RGB(), net)
+    return nn.Sequential(Gray2RGB(), net)
 
 
 def _vit(num_classes: int) -> nn.Module:
@@ -122,17 +123,23 @@ def _vit(num_classes: int) -> nn.Module:
         hidden_dim=96,
         mlp_dim=192,
         num_classes=num_classes,
-        # torchvision's ViT expects 3 channels; the stem is swapped for a 1-channel one below.
     )
 
 
-class _Gray2RGB(nn.Module):
+class Gray2RGB(nn.Module):
+    """Repeat a gray channel three times: how outside teams feed MNIST to RGB torchvision models.
+
+    Example:
+        >>> Gray2RGB()(torch.zeros(2, 1, 4, 4)).shape
+        torch.Size([2, 3, 4, 4])
+    """
+
     def forward(self, x: Tensor) -> Tensor:
         return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
 
 
 def _vit_gray(num_classes: int) -> nn.Module:
-    return nn.Sequential(_Gray2RGB(), _vit(num_classes))
+    return nn.Sequential(Gray2RGB(), _vit(num_classes))
 
 
 def _plain(num_classes: int) -> nn.Module:

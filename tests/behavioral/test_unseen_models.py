@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import delete
-from delete.bench.zoo import Normalized, PlainCNN
+from delete.bench.zoo import Gray2RGB, Normalized, PlainCNN
 from delete.data import DatasetBundle, load_digits, load_mnist5k, make_unlearning_splits
 from delete.training import make_loader
 
@@ -40,17 +40,12 @@ class _BNNet(nn.Module):
         return self.head(self.body(x))
 
 
-class _Gray2RGB(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.expand(-1, 3, -1, -1)
-
-
 def _vit() -> nn.Module:
     from torchvision.models.vision_transformer import VisionTransformer
 
     # 28x28 MNIST in 4x4 patches of 7 pixels: a ViT needs more than 8x8 digits to learn.
     return nn.Sequential(
-        _Gray2RGB(),
+        Gray2RGB(),
         VisionTransformer(
             image_size=28,
             patch_size=7,
