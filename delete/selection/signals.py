@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from delete.errors import InvalidHparamError
+
 __all__ = [
     "EpochSignals",
     "ProbeSet",
@@ -186,6 +188,12 @@ class ProbeSet:
         """Take the first ``max_forget`` forget images and the selection sample."""
         fx, fy = _take(forget_loader, max_forget)
         teacher = _logits(original, fx, device)
+        if teacher.dim() != 2:
+            raise InvalidHparamError(
+                f"automatic selection reads (N, C) classifier logits, but the model returns "
+                f"{tuple(teacher.shape)}; pass lr= and epochs= (e.g. the task's TaskSpec"
+                ".delete_hparams) to run a fixed setting"
+            )
         if selection_loader is None:
             return cls(fx, fy, teacher)
         sx, sy = _take(selection_loader, max_selection)

@@ -272,3 +272,20 @@ def test_any_method_can_use_the_selection() -> None:
     assert res.method == "gradient_ascent"
     assert res.selection is not None and res.selection.stop_reason
     assert res.config.lr == res.selection.chosen.lr
+
+
+def test_spatial_logits_ask_for_a_fixed_setting_in_one_line() -> None:
+    class Seg(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 4, 1)
+
+        def forward(self, x: Tensor) -> Tensor:
+            return self.conv(x)
+
+    images, labels = tiny_data(n=8)
+    loader = loader_of(images, labels)
+    with pytest.raises(delete.InvalidHparamError, match=r"pass lr= and epochs="):
+        run_unlearning(Seg(), loader, [1], device="cpu", progress=False)
+    fixed = run_unlearning(Seg(), loader, [1], device="cpu", progress=False, lr=0.01, epochs=1)
+    assert fixed.selection is None
