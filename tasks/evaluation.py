@@ -53,6 +53,9 @@ DEFAULT_GATES: dict[str, float] = {
     "mia_auc_band": 0.1,
 }
 
+#: Retained training images the pipeline's evaluation scores at most (a seeded subset).
+TRAIN_RETAIN_EVAL_CAP = 5000
+
 #: Prefix of the per-class test accuracies that :func:`class_accuracies` adds to the metrics
 #: the gates read (never logged as metrics or tags: one per class would drown them).
 CLASS_ACC_PREFIX = "class_acc."
@@ -345,8 +348,15 @@ def evaluate_model(
     *,
     seed: int = 0,
 ) -> UnlearningReport:
-    """Accuracies on the four splits, H-Mean, per-class accuracy and both MIAs."""
-    return evaluate_unlearning(model, splits, device, mia=True, seed=seed)
+    """Accuracies on the four splits, H-Mean, per-class accuracy and both MIAs.
+
+    At most :data:`TRAIN_RETAIN_EVAL_CAP` retained training images are scored (a seeded
+    subset): scoring all 45,000 of a 50,000-image dataset took 50 s before and again after
+    unlearning. The test split, which the gates read, is always scored whole.
+    """
+    return evaluate_unlearning(
+        model, splits, device, mia=True, seed=seed, max_train_retain=TRAIN_RETAIN_EVAL_CAP
+    )
 
 
 evaluate_model_task = task(evaluate_model, name="evaluate-model", cache_policy=NO_CACHE)

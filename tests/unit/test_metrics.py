@@ -279,3 +279,25 @@ def test_evaluate_unlearning_names_an_empty_split() -> None:
     splits = make_unlearning_splits(data, test, [1])
     with pytest.raises(MetricInputError, match="split test_forget is empty"):
         evaluate_unlearning(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)), splits, "cpu")
+
+
+def test_train_retain_cap_scores_a_seeded_subset_of_that_size() -> None:
+    from delete.data import ImageTensorDataset, make_unlearning_splits
+    from delete.metrics import evaluate_unlearning
+
+    gen = torch.Generator().manual_seed(0)
+    data = ImageTensorDataset(torch.rand(60, 1, 2, 2, generator=gen), torch.arange(60) % 3)
+    splits = make_unlearning_splits(data, data, [2])
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    whole = evaluate_unlearning(model, splits, "cpu", mia=False)
+    capped = evaluate_unlearning(model, splits, "cpu", mia=False, max_train_retain=7)
+    again = evaluate_unlearning(model, splits, "cpu", mia=False, max_train_retain=7)
+    # 7 samples: the accuracy is a multiple of 100/7, the same subset both times.
+    assert round(capped.acc_train_retain * 7 / 100, 6) == round(capped.acc_train_retain * 7 / 100)
+    assert capped.acc_train_retain == again.acc_train_retain
+    # The test split (what the gates read) is never capped.
+    assert capped.acc_test_retain == whole.acc_test_retain
+    assert (
+        evaluate_unlearning(model, splits, "cpu", mia=False, max_train_retain=1000).to_dict()
+        == whole.to_dict()
+    )
