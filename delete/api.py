@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +21,7 @@ from delete.errors import (
     MissingRetainDataError,
 )
 from delete.methods import create_method, get_method_class
-from delete.methods.base import DataLoaderLike, MethodConfig, UnlearnContext
+from delete.methods.base import DataLoaderLike, MethodConfig, UnlearnContext, UnlearningMethod
 from delete.selection import (
     Candidate,
     ProbeSet,
@@ -144,10 +144,8 @@ def wants_selection(
         >>> wants_selection("finetune", {}, None), wants_selection("finetune", {}, True)
         (False, True)
     """
-    if selection is not None and selection is not False:
-        return True
-    if selection is False:
-        return False
+    if selection is not None:
+        return selection is not False
     cls = get_method_class(method)
     return cls.auto_select and not ({"lr", "epochs"} & set(hparams))
 
@@ -218,15 +216,8 @@ def run_unlearning(
                 progress,
                 checkpoint_dir,
             )
-            algo = create_method(
-                method,
-                **{
-                    **hparams,
-                    **report.chosen.to_dict(),
-                    "epochs": report.best_epoch,
-                    "grad_clip": hparams.get("grad_clip", sel_config.grad_clip),
-                },
-            )
+            # The setting that produced the kept state, as a fixed run would record it.
+            algo = _candidate_method(method, hparams, sel_config)(report.chosen, report.best_epoch)
         else:
             engine = run_engine(algo, ctx, progress=progress, checkpoint_dir=checkpoint_dir)
     for param in student.parameters():  # frozen for unlearning only; the result is a plain model
@@ -263,21 +254,34 @@ def _run_selection(
         max_selection=config.max_selection,
     )
     config = dataclasses.replace(config, candidates=candidates_for(ctx.student, hparams, config))
+    return _select_and_train(
+        _candidate_method(method, hparams, config),
+        ctx,
+        probe,
+        config,
+        progress=progress,
+        checkpoint_dir=checkpoint_dir,
+    )
 
-    def factory(candidate: Candidate, max_epochs: int) -> Any:
+
+def _candidate_method(
+    method: str, hparams: dict[str, Any], config: SelectionConfig
+) -> Callable[[Candidate, int], UnlearningMethod]:
+    """``factory(candidate, epochs)``: the method with the caller's hyper-parameters, the
+    candidate's lr and BatchNorm policy, and clipped steps (unless ``grad_clip`` was given)."""
+
+    def factory(candidate: Candidate, epochs: int) -> UnlearningMethod:
         return create_method(
             method,
             **{
                 **hparams,
                 **candidate.to_dict(),
-                "epochs": max_epochs,
+                "epochs": epochs,
                 "grad_clip": hparams.get("grad_clip", config.grad_clip),
             },
         )
 
-    return _select_and_train(
-        factory, ctx, probe, config, progress=progress, checkpoint_dir=checkpoint_dir
-    )
+    return factory
 
 
 def unlearn(

@@ -171,8 +171,11 @@ class EngineRun:
         resumes at or after the end of the probes)."""
         self._ckpt_path = Path(checkpoint_dir) / CHECKPOINT_FILE
         self._ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+        self._checkpoint(self._ckpt_path)
+
+    def _checkpoint(self, path: Path) -> None:
         _save_checkpoint(
-            self._ckpt_path,
+            path,
             epoch=self.epoch,
             fingerprint=self._fingerprint,
             ctx=self.ctx,
@@ -223,14 +226,7 @@ class EngineRun:
             "%s epoch %d/%d loss %.5f", method.name, self.epoch, cfg.epochs, result.epoch_losses[-1]
         )
         if self._ckpt_path is not None:
-            _save_checkpoint(
-                self._ckpt_path,
-                epoch=self.epoch,
-                fingerprint=self._fingerprint,
-                ctx=ctx,
-                optimizer=self.optimizer,
-                result=result,
-            )
+            self._checkpoint(self._ckpt_path)
         ctx.student.eval()
         return result.epoch_losses[-1]
 

@@ -41,7 +41,7 @@ from torch import nn
 
 from delete.api import UnlearnResult, run_unlearning, wants_selection
 from delete.applications import UnknownTaskError, get_task
-from delete.data import ImageTensorDataset, make_unlearning_splits, selection_sample
+from delete.data import ImageTensorDataset, make_unlearning_splits, seeded_subset
 from delete.errors import (
     InvalidClassError,
     InvalidForgetSetError,
@@ -207,7 +207,7 @@ def run_unlearning_task(
     selection_loader = None
     if wants_selection(method, params, None):
         selection_loader = make_loader(
-            selection_sample(retain_set, SELECTION_SAMPLE_SIZE, seed), 256, shuffle=False
+            seeded_subset(retain_set, SELECTION_SAMPLE_SIZE, seed), 256, shuffle=False
         )
     return run_unlearning(
         model,

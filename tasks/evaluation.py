@@ -176,7 +176,7 @@ def _worst_class_drop(
     """
     drops = [
         old - new
-        for key, old_value in before.items()
+        for key in before
         if key.startswith(CLASS_ACC_PREFIX)
         and (old := _metric(before, key)) is not None
         and (new := _metric(after, key)) is not None

@@ -11,7 +11,7 @@ from delete.data.splits import (
     UnlearningSplits,
     class_mask,
     make_unlearning_splits,
-    selection_sample,
+    seeded_subset,
     split_by_classes,
     stratified_split,
 )
@@ -37,7 +37,7 @@ __all__ = [
     "load_mnist5k",
     "make_unlearning_splits",
     "register_dataset",
-    "selection_sample",
+    "seeded_subset",
     "split_by_classes",
     "stratified_split",
 ]

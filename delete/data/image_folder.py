@@ -59,6 +59,12 @@ class ImageFileDataset(LazyImageDataset):
         self.size = (int(size[0]), int(size[1]))
         self.grayscale = grayscale
         self.mean, self.std = _check_normalisation(mean, std, 1 if grayscale else 3)
+        # Built once: _read runs for every image of every epoch.
+        self._norm = (
+            None
+            if self.mean is None or self.std is None
+            else (torch.tensor(self.mean)[:, None, None], torch.tensor(self.std)[:, None, None])
+        )
 
     def _decode(self, index: int) -> np.ndarray:
         from PIL import Image
@@ -75,10 +81,8 @@ class ImageFileDataset(LazyImageDataset):
 
     def _read(self, index: int) -> Tensor:
         image = torch.from_numpy(self._decode(index).copy()).float().div_(255.0)
-        if self.mean is not None and self.std is not None:
-            image = (image - torch.tensor(self.mean)[:, None, None]) / torch.tensor(self.std)[
-                :, None, None
-            ]
+        if self._norm is not None:
+            image = (image - self._norm[0]) / self._norm[1]
         return image
 
     def _options(self) -> dict[str, Any]:

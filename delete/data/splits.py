@@ -17,7 +17,7 @@ __all__ = [
     "split_by_classes",
     "make_unlearning_splits",
     "stratified_split",
-    "selection_sample",
+    "seeded_subset",
 ]
 
 
@@ -83,17 +83,17 @@ def stratified_split(labels: Tensor, test_fraction: float, seed: int) -> tuple[T
     return torch.cat(train_idx).sort().values, torch.cat(test_idx).sort().values
 
 
-def selection_sample(dataset: Dataset, size: int, seed: int) -> Dataset:
-    """A seeded random subset of at most ``size`` items (the selection sample of retained
-    training images: used to choose, never to train).
+def seeded_subset(dataset: Dataset, size: int, seed: int) -> Dataset:
+    """A seeded random subset of at most ``size`` items, read without augmentation (the
+    pipeline's selection sample; the capped training-split evaluation).
 
     Example:
         >>> ds = ImageTensorDataset(torch.zeros(10, 1, 2, 2), torch.arange(10))
-        >>> len(selection_sample(ds, 4, seed=0)), len(selection_sample(ds, 40, seed=0))
+        >>> len(seeded_subset(ds, 4, seed=0)), len(seeded_subset(ds, 40, seed=0))
         (4, 10)
     """
     if isinstance(dataset, ImageTensorDataset):
-        dataset = dataset.with_transform(None)  # selection reads plain images, no augmentation
+        dataset = dataset.with_transform(None)  # plain images: nothing here augments
     n = len(dataset)  # type: ignore[arg-type]
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[: min(size, n)]
     return Subset(dataset, order.tolist())

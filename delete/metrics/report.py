@@ -7,9 +7,8 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import Subset
 
-from delete.data.splits import UnlearningSplits
+from delete.data.splits import UnlearningSplits, seeded_subset
 from delete.metrics._validation import MetricInputError
 from delete.metrics.accuracy import accuracy
 from delete.metrics.forget_vs_unseen_auc import forget_vs_unseen_auc
@@ -149,10 +148,8 @@ def evaluate_unlearning(
     train_forget = _predict_split(model, splits, "train_forget", device)
     if max_train_retain is not None and len(splits.train_retain) > max_train_retain:
         # A seeded subset of the split: the same images before and after unlearning.
-        order = torch.randperm(
-            len(splits.train_retain), generator=torch.Generator().manual_seed(seed)
-        )[:max_train_retain]
-        train_retain = predict(model, Subset(splits.train_retain, order.tolist()), device)
+        subset = seeded_subset(splits.train_retain, max_train_retain, seed)
+        train_retain = predict(model, subset, device)
     else:
         train_retain = _predict_split(model, splits, "train_retain", device)
     test_forget = _predict_split(model, splits, "test_forget", device)

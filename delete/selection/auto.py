@@ -160,10 +160,6 @@ class SelectionConfig:
         max_selection: Selection-sample images used.
         probe_forget_max: Forget accuracy (percent) a candidate must reach within the probe
             to count as forgetting; the smallest such learning rate is kept.
-        retention_floor: A retention term (nats) at or below which it counts as converged:
-            further decreases are not improvements. Off (0) by default: at 0.01 it stopped
-            the SmallCNN on digit 3 at epoch 12 with 4.9 points lost, where running on to
-            epoch 23 lost 1.8.
         veto_drop: With a selection sample, a candidate whose selection accuracy after the
             probe is more than this many points below the original's is vetoed (a collapse).
     """
@@ -179,7 +175,6 @@ class SelectionConfig:
     max_forget_probe: int = 128
     max_selection: int = 512
     probe_forget_max: float = 50.0
-    retention_floor: float = 0.0
     veto_drop: float = 10.0
 
     def __post_init__(self) -> None:
@@ -456,9 +451,13 @@ _BEST_FILE = "selection_best.pt"
 def _save_state(
     folder: Path, chosen: _Live, trials: list[Trial], best: EpochSignals, best_state: Any
 ) -> None:
-    """What a resumed run needs after a crash: the choice, the trials, the kept epoch."""
-    torch.save(best_state, folder / (_BEST_FILE + ".tmp"))
-    os.replace(folder / (_BEST_FILE + ".tmp"), folder / _BEST_FILE)
+    """What a resumed run needs after a crash: the choice, the trials, the kept epoch.
+
+    ``best_state`` is ``None`` when the kept epoch did not change: its weights are on disk.
+    """
+    if best_state is not None:
+        torch.save(best_state, folder / (_BEST_FILE + ".tmp"))
+        os.replace(folder / (_BEST_FILE + ".tmp"), folder / _BEST_FILE)
     payload = {
         "chosen": chosen.candidate.to_dict(),
         "trials": [t.to_dict() for t in trials],
@@ -614,10 +613,11 @@ def select_and_train(
         except NonFiniteLossError as exc:
             stopper.reason = f"the loss diverged; kept epoch {best_sig.epoch} ({exc})"
             break
-        if score(sig, config.forget_threshold) >= score(best_sig, config.forget_threshold):
+        improved = score(sig, config.forget_threshold) >= score(best_sig, config.forget_threshold)
+        if improved:
             best_sig, best_state = sig, copy.deepcopy(chosen.ctx.student.state_dict())
         if folder is not None:
-            _save_state(folder, chosen, trials, best_sig, best_state)
+            _save_state(folder, chosen, trials, best_sig, best_state if improved else None)
         stopped = stopper.update(sig)
     ctx.student.load_state_dict(best_state)
     ctx.student.eval()
