@@ -18,6 +18,7 @@ Every key is optional (a missing value prints as "not recorded"). The keys read,
     gates {name: threshold}
     verdict {passed, checks: [{name, value, threshold, passed}], reasons: [str]}
     evidently {html_path}, mlflow_run_id, flow_run_id, started_at, finished_at
+    engine {device, ...}, mlflow_tracking_uri
 
 Also accepted: ``model`` as ``{name, parent_version, version, alias}``, ``hashes``
 ``{parent_weights_sha256, new_weights_sha256, onnx_sha256}``, ``gates`` holding the verdict
@@ -25,20 +26,36 @@ itself, ``completed_at`` and an ``artifacts`` mapping.
 
 The certificate states plainly that it is empirical evidence, not a proof. All user-supplied
 text is escaped (HTML entities in HTML; Markdown punctuation in Markdown).
+
+What a reader should not have to guess is said outright: each membership-inference figure gets
+one sentence (the SVC member rate is left out, with the reason, where the attack cannot be read),
+a request finished after its deadline is flagged late, only settings that took effect are listed
+(no ``amp`` on a CPU run, no unset option), and files are named relative to the project root
+(which the record's embedded MLflow store reveals, or ``root=`` gives) or by MLflow URI.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 import math
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import Any, Literal
 
 from tasks.audit import record_digest
 
-__all__ = ["render_certificate", "DISCLAIMER", "TASK_DISCLAIMER", "CertificateFormat"]
+__all__ = [
+    "render_certificate",
+    "DISCLAIMER",
+    "TASK_DISCLAIMER",
+    "MIA_EXPLANATIONS",
+    "SVC_LEFT_OUT",
+    "CertificateFormat",
+]
 
 CertificateFormat = Literal["md", "html"]
 
@@ -73,6 +90,37 @@ _METRIC_ORDER = (
     "mia_auc",
     "mia_auc_std",
 )
+
+
+#: One sentence per membership-inference figure, printed under the metrics table.
+MIA_EXPLANATIONS = {
+    "mia_auc": (
+        "mia_auc: how well an attacker trained on the model's losses tells the forgotten "
+        "training images from unseen images of the same classes (0.5 = indistinguishable, the "
+        "goal; 1.0 = still recognisably seen)."
+    ),
+    "mia_auc_std": (
+        "mia_auc_std: the spread of that AUC across the cross-validation folds, i.e. how much "
+        "of a change in mia_auc is noise."
+    ),
+    "mia_svc_member_rate": (
+        "mia_svc_member_rate: the share (%) of forgotten training images that an SVC attack on "
+        "the model's confidence calls training members; lower means they look unseen."
+    ),
+}
+
+#: Why the SVC rate is left out once the forgotten classes are no longer recognised.
+SVC_LEFT_OUT = (
+    "mia_svc_member_rate is left out: once the model no longer recognises the forgotten classes "
+    "(forget accuracy {after:.3g} % after unlearning), their confidence is near zero, where no "
+    "attack training sample lies, so the SVC extrapolates and the rate lands near 0 or 100 for "
+    "reasons unrelated to forgetting; mia_auc measures the same question without this failure."
+)
+#: Forget accuracy (%) at or below which the SVC attack only extrapolates.
+_SVC_MEANINGLESS_BELOW = 5.0
+
+#: Settings that act only on some devices: ``amp`` (bf16 autocast) runs on CUDA only.
+_DEVICE_ONLY_SETTINGS = {"amp": "cuda"}
 
 
 @dataclass
@@ -124,7 +172,90 @@ def _first(*values: Any) -> Any:
     return next((v for v in values if v is not None), None)
 
 
-def _sections(record: Mapping[str, Any]) -> tuple[str, list[_Section]]:
+def _parse_time(value: Any) -> dt.datetime | None:
+    """An ISO-8601 time (naive = UTC), or ``None`` when absent or unreadable."""
+    if not isinstance(value, str | dt.datetime):
+        return None
+    try:
+        moment = (
+            value
+            if isinstance(value, dt.datetime)
+            else dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        )
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+def _deadline_status(deadline: Any, finished: Any) -> str | None:
+    """``"met"``, ``"LATE: ..."`` or ``None`` (no deadline, or not finished).
+
+    Example:
+        >>> _deadline_status("2025-03-02T09:00:00Z", "2026-12-02T03:51:22+00:00")
+        'LATE: finished 2026-12-02T03:51:22+00:00, 639 days after the deadline'
+        >>> _deadline_status("2025-03-02", "2025-03-01T12:00:00Z")
+        'met'
+    """
+    due, done = _parse_time(deadline), _parse_time(finished)
+    if due is None or done is None:
+        return None
+    if done <= due:
+        return "met"
+    late = done - due
+    amount = f"{late.days} days" if late.days else f"{late.seconds // 3600} hours"
+    return f"LATE: finished {_fmt(finished)}, {amount} after the deadline"
+
+
+def _applied_settings(hparams: Any, device: Any) -> Any:
+    """The settings that took effect: unset ones (``None``) and device-only ones on another
+    device (``amp`` on a CPU run) are dropped, since listing them claims they applied.
+
+    Example:
+        >>> _applied_settings({"amp": True, "grad_clip": None, "lr": 0.001}, "cpu")
+        {'lr': 0.001}
+        >>> _applied_settings({"amp": True}, "cuda:0")
+        {'amp': True}
+    """
+    if not isinstance(hparams, Mapping):
+        return hparams
+    kept = {}
+    for key, value in hparams.items():
+        if value is None:
+            continue
+        needs = _DEVICE_ONLY_SETTINGS.get(str(key))
+        if needs is not None and isinstance(device, str) and not device.startswith(needs):
+            continue
+        kept[key] = value
+    return kept
+
+
+def _project_root(record: Mapping[str, Any]) -> str | None:
+    """The project root, from the embedded MLflow store's URI (``sqlite:///ROOT/mlflow/...``).
+
+    Example:
+        >>> _project_root({"mlflow_tracking_uri": "sqlite:////work/p/mlflow/mlflow.db"})
+        '/work/p'
+        >>> _project_root({"mlflow_tracking_uri": "http://mlflow:5000"}) is None
+        True
+    """
+    uri = _get(record, "mlflow_tracking_uri")
+    if not isinstance(uri, str) or not uri.startswith("sqlite:///"):
+        return None
+    database = PurePosixPath(uri.removeprefix("sqlite:///"))
+    return str(database.parent.parent) if database.parent.name == "mlflow" else None
+
+
+def _relative(value: Any, root: str | None) -> Any:
+    """An absolute path under ``root`` as a project-relative path; anything else unchanged."""
+    if root is None or not isinstance(value, str) or not value.startswith("/"):
+        return value
+    path = PurePosixPath(value)
+    return str(path.relative_to(root)) if path.is_relative_to(root) else value
+
+
+def _sections(
+    record: Mapping[str, Any], root: str | os.PathLike[str] | None = None
+) -> tuple[str, list[_Section]]:
     request = _get(record, "request", default={})
     request_id = _get(record, "request_id", default=_get(request, "request_id", default="?"))
     status = _get(record, "status", "outcome", default=_NOT_RECORDED)
@@ -153,6 +284,10 @@ def _sections(record: Mapping[str, Any]) -> tuple[str, list[_Section]]:
         ("Gates", _verdict(_get(verdict, "passed"))),
         ("Finished at", _get(record, "finished_at", "completed_at")),
     ]
+    deadline = _get(request, "deadline")
+    on_time = _deadline_status(deadline, _get(record, "finished_at", "completed_at"))
+    if on_time is not None:
+        summary.rows.append(("Deadline", f"{_fmt(deadline)} ({on_time})"))
     if _get(record, "error") is not None:
         summary.rows.append(("Error", record["error"]))
 
@@ -161,12 +296,13 @@ def _sections(record: Mapping[str, Any]) -> tuple[str, list[_Section]]:
         ("Requested by", _get(request, "requested_by")),
         ("Legal basis / reason", _get(request, "reason")),
         ("Received at", _get(request, "received_at")),
-        ("Deadline", _get(request, "deadline")),
+        ("Deadline", deadline if on_time is None else f"{_fmt(deadline)} ({on_time})"),
         ("Target model", _get(request, "model")),
         ("Requested classes", _get(request, "forget_classes")),
         ("Request content SHA-256", _get(record, "request_content_sha256")),
     ]
 
+    device = _get(_get(record, "engine", default={}), "device")
     forgot = _Section("What was forgotten")
     forgot.rows = [
         (
@@ -179,7 +315,12 @@ def _sections(record: Mapping[str, Any]) -> tuple[str, list[_Section]]:
             _first(_get(manifest, "n_samples"), _get(data_version, "n_forget_samples")),
         ),
         ("Method", _get(record, "method", default=_get(request, "method"))),
-        ("Hyper-parameters", _get(record, "hparams", default=_get(request, "hparams")) or "none"),
+        (
+            "Settings that applied",
+            _applied_settings(_get(record, "hparams", default=_get(request, "hparams")), device)
+            or "none",
+        ),
+        ("Device", device),
         ("Started at", _get(record, "started_at")),
     ]
 
@@ -226,6 +367,14 @@ def _sections(record: Mapping[str, Any]) -> tuple[str, list[_Section]]:
     after = after if isinstance(after, Mapping) else {}
     keys = [k for k in _METRIC_ORDER if k in before or k in after]
     keys += sorted((set(before) | set(after)) - set(keys), key=str)
+    forget_after = _first(_get(after, "acc_train_forget"), _get(after, "acc_test_forget"))
+    svc_left_out = (
+        "mia_svc_member_rate" in keys
+        and isinstance(forget_after, int | float)
+        and forget_after <= _SVC_MEANINGLESS_BELOW
+    )
+    if svc_left_out:
+        keys.remove("mia_svc_member_rate")
     metric_rows = []
     for k in keys:
         b, a = _get(before, k), _get(after, k)
@@ -235,6 +384,9 @@ def _sections(record: Mapping[str, Any]) -> tuple[str, list[_Section]]:
     metrics.table = (["Metric", "Before", "After", "Change"], metric_rows)
     if not metric_rows:
         metrics.paragraphs.append("No metrics were recorded.")
+    metrics.paragraphs += [MIA_EXPLANATIONS[k] for k in MIA_EXPLANATIONS if k in keys]
+    if svc_left_out:
+        metrics.paragraphs.append(SVC_LEFT_OUT.format(after=forget_after))
 
     gate_section = _Section("Promotion gates")
     checks = _get(verdict, "checks", default=[])
@@ -261,7 +413,11 @@ def _sections(record: Mapping[str, Any]) -> tuple[str, list[_Section]]:
         for label, value in (
             ("ONNX file", _get(onnx, "path")),
             ("Evidently report", _get(evidently, "html_path")),
-            ("MLflow run", _get(record, "mlflow_run_id")),
+            ("MLflow run", _mlflow_uri("runs:/", _get(record, "mlflow_run_id"))),
+            (
+                "MLflow model version",
+                _mlflow_uri("models:/", model_name, version) if version is not None else None,
+            ),
             ("Prefect flow run", _get(record, "flow_run_id")),
         )
         if value is not None
@@ -275,7 +431,23 @@ def _sections(record: Mapping[str, Any]) -> tuple[str, list[_Section]]:
     honesty.paragraphs.append(DISCLAIMER if task in (None, "classification") else TASK_DISCLAIMER)
 
     title = f"Deletion certificate: request {request_id}"
-    return title, [summary, req, forgot, versions, models, metrics, gate_section, trail, honesty]
+    sections = [summary, req, forgot, versions, models, metrics, gate_section, trail, honesty]
+    base = str(root) if root is not None else _project_root(record)
+    for section in sections:
+        section.rows = [(label, _relative(value, base)) for label, value in section.rows]
+        if section.table is not None:
+            headers, rows = section.table
+            section.table = (headers, [[_relative(c, base) for c in row] for row in rows])
+    if base is not None:
+        trail.rows.append(("File paths", "relative to the project root"))
+    return title, sections
+
+
+def _mlflow_uri(scheme: str, *parts: Any) -> str | None:
+    """``runs:/ID`` or ``models:/NAME/VERSION``; ``None`` when a part is missing."""
+    if any(p is None for p in parts):
+        return None
+    return scheme + "/".join(str(p) for p in parts)
 
 
 # --- Markdown ------------------------------------------------------------------------------
@@ -293,11 +465,11 @@ def _render_md(title: str, sections: list[_Section], log_entry: Mapping[str, Any
     for s in sections:
         out += [f"## {_md(s.title)}", ""]
         if s.table is not None:
-            headers, rows = s.table
-            if rows:
+            headers, cells = s.table
+            if cells:
                 out.append("| " + " | ".join(_md(h) for h in headers) + " |")
                 out.append("|" + "---|" * len(headers))
-                out += ["| " + " | ".join(_md(c) for c in row) + " |" for row in rows]
+                out += ["| " + " | ".join(_md(c) for c in row) + " |" for row in cells]
                 out.append("")
         rows = list(s.rows)
         if s.title == "Audit trail" and log_entry is not None:
@@ -334,9 +506,9 @@ def _render_html(title: str, sections: list[_Section], log_entry: Mapping[str, A
     for s in sections:
         out.append(f"<h2>{_h(s.title)}</h2>")
         if s.table is not None and s.table[1]:
-            headers, rows = s.table
+            headers, cells = s.table
             out.append("<table><tr>" + "".join(f"<th>{_h(h)}</th>" for h in headers) + "</tr>")
-            out += ["<tr>" + "".join(f"<td>{_h(c)}</td>" for c in row) + "</tr>" for row in rows]
+            out += ["<tr>" + "".join(f"<td>{_h(c)}</td>" for c in row) + "</tr>" for row in cells]
             out.append("</table>")
         rows = list(s.rows)
         if s.title == "Audit trail" and log_entry is not None:
@@ -367,6 +539,8 @@ def render_certificate(
     record: Mapping[str, Any],
     fmt: CertificateFormat = "md",
     log_entry: Mapping[str, Any] | None = None,
+    *,
+    root: str | os.PathLike[str] | None = None,
 ) -> str:
     """Render a deletion certificate from a request's audit record.
 
@@ -377,6 +551,8 @@ def render_certificate(
             record is in the tamper-evident log. Pass it only after :meth:`AuditLog.verify`
             succeeded and its ``record_sha256`` matched the record (``unlearn audit
             certificate`` does both).
+        root: The project root: files under it are named relative to it. Default: read from
+            the record's embedded MLflow store URI; paths stay absolute when neither tells.
 
     Raises:
         ValueError: Unknown ``fmt`` or ``record`` is not a mapping.
@@ -390,7 +566,7 @@ def render_certificate(
     """
     if not isinstance(record, Mapping):
         raise ValueError(f"audit record must be a JSON object, not {type(record).__name__}")
-    title, sections = _sections(record)
+    title, sections = _sections(record, root)
     if fmt == "md":
         return _render_md(title, sections, log_entry)
     if fmt == "html":

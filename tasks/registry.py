@@ -61,6 +61,12 @@ __all__ = [
     "ensure_experiment",
     "create_run",
     "finish_run",
+    "iso_to_millis",
+    "display_round",
+    "log_dataset_input",
+    "onnx_signature",
+    "describe_version",
+    "set_version_description",
     "close_stale_runs",
     "log_to_run",
     "register_version",
@@ -183,19 +189,56 @@ def ensure_experiment(settings: PipelineSettings, client: MlflowClient | None = 
 # --- runs -----------------------------------------------------------------------------------
 
 
-def create_run(settings: PipelineSettings, run_name: str, tags: Mapping[str, Any]) -> str:
-    """Start an MLflow run in the pipeline experiment and return its id."""
+def iso_to_millis(timestamp: str) -> int:
+    """An ISO-8601 time (``utc_now()``'s format; naive means UTC) as epoch milliseconds.
+
+    Example:
+        >>> iso_to_millis("2026-11-26T02:26:53+00:00")
+        1795660013000
+        >>> iso_to_millis("2026-11-26T02:26:53Z") == iso_to_millis("2026-11-26T02:26:53")
+        True
+    """
+    import datetime as dt
+
+    moment = dt.datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def create_run(
+    settings: PipelineSettings,
+    run_name: str,
+    tags: Mapping[str, Any],
+    *,
+    start_time_ms: int | None = None,
+) -> str:
+    """Start an MLflow run in the pipeline experiment and return its id.
+
+    ``start_time_ms`` back-dates the run to when the work began: the flow opens its run only
+    once there is something to log, and without it the UI shows the run lasting under a second
+    for minutes of work.
+    """
     client = mlflow_client(settings)
     experiment_id = ensure_experiment(settings, client)
     run = client.create_run(
-        experiment_id, run_name=run_name, tags={k: _tag_value(v) for k, v in tags.items()}
+        experiment_id,
+        start_time=start_time_ms,
+        run_name=run_name,
+        tags={k: _tag_value(v) for k, v in tags.items()},
     )
     return str(run.info.run_id)
 
 
-def finish_run(settings: PipelineSettings, run_id: str, status: str = "FINISHED") -> None:
-    """Mark a run ``FINISHED`` or ``FAILED``."""
-    mlflow_client(settings).set_terminated(run_id, status)
+def finish_run(
+    settings: PipelineSettings,
+    run_id: str,
+    status: str = "FINISHED",
+    *,
+    end_time_ms: int | None = None,
+) -> None:
+    """Mark a run ``FINISHED`` or ``FAILED`` (at ``end_time_ms``, default now)."""
+    mlflow_client(settings).set_terminated(run_id, status, end_time=end_time_ms)
 
 
 def close_stale_runs(
@@ -230,6 +273,26 @@ def _tag_value(value: Any) -> str:
     return text if len(text) <= _MAX_TAG_CHARS else text[: _MAX_TAG_CHARS - 3] + "..."
 
 
+def display_round(value: float, decimals: int = 4) -> float:
+    """``value`` with ``decimals`` decimals, but never rounded to zero: small values keep
+    ``decimals`` significant digits (an ONNX parity error of 3e-6 must not read 0).
+
+    Example:
+        >>> display_round(93.55555555555556)
+        93.5556
+        >>> display_round(3.814697265625e-06)
+        3.815e-06
+        >>> display_round(0.0), display_round(float("nan")) != display_round(float("nan"))
+        (0.0, True)
+    """
+    import math
+
+    if value == 0 or not math.isfinite(value):
+        return value
+    magnitude = math.floor(math.log10(abs(value)))
+    return round(value, max(decimals, decimals - 1 - magnitude))
+
+
 def log_to_run(
     settings: PipelineSettings,
     run_id: str,
@@ -239,19 +302,28 @@ def log_to_run(
     tags: Mapping[str, Any] | None = None,
     artifacts: Sequence[tuple[str | os.PathLike[str], str | None]] = (),
     dicts: Mapping[str, Any] | None = None,
+    metric_decimals: int | None = 4,
 ) -> None:
     """Log params, metrics, tags, files (``(local_path, artifact_dir)``) and JSON dicts to a run.
+
+    Metrics are rounded with :func:`display_round` to ``metric_decimals`` (``None``: as given):
+    the MLflow UI prints every stored digit, and 93.55555555555556 % says nothing 93.5556 does
+    not. The exact values stay in the audit record and the JSON artifacts.
 
     Safe to repeat: params are re-logged with the same values, files overwrite themselves.
     """
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.utils.time import get_current_time_millis
 
+    def shown(value: float) -> float:
+        number = float(value)
+        return number if metric_decimals is None else display_round(number, metric_decimals)
+
     client = mlflow_client(settings)
     now = get_current_time_millis()
     client.log_batch(
         run_id,
-        metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()],
+        metrics=[Metric(k, shown(v), now, 0) for k, v in (metrics or {}).items()],
         params=[Param(k, _tag_value(v)[:6000]) for k, v in (params or {}).items()],
         tags=[RunTag(k, _tag_value(v)) for k, v in (tags or {}).items()],
     )
@@ -263,6 +335,83 @@ def log_to_run(
             client.log_artifact(run_id, str(path), artifact_dir)
     for artifact_file, payload in (dicts or {}).items():
         client.log_dict(run_id, payload, artifact_file)
+
+
+def _dvc_source(details: Mapping[str, Any]) -> Any:
+    """An ``mlflow.data`` source that points at a DVC-tracked path (shown as type ``dvc``).
+
+    MLflow ships sources for files, HTTP and cloud stores, none of which says "this is the DVC
+    pointer, fetch it with ``dvc pull`` at this md5"; the UI shows ``to_dict()`` as the source.
+    """
+    from mlflow.data.dataset_source import DatasetSource
+
+    class DvcDatasetSource(DatasetSource):
+        def __init__(self, payload: Mapping[str, Any]) -> None:
+            self._payload = dict(payload)
+
+        @staticmethod
+        def _get_source_type() -> str:
+            return "dvc"
+
+        def load(self, **kwargs: Any) -> str:
+            raise NotImplementedError("fetch the data with `dvc pull` at the recorded md5")
+
+        @staticmethod
+        def _can_resolve(raw_source: Any) -> bool:
+            return False
+
+        @classmethod
+        def _resolve(cls, raw_source: Any) -> DvcDatasetSource:
+            raise NotImplementedError
+
+        def to_dict(self) -> dict[str, Any]:
+            return dict(self._payload)
+
+        @classmethod
+        def from_dict(cls, source_dict: dict[Any, Any]) -> DvcDatasetSource:
+            return cls(source_dict)
+
+    return DvcDatasetSource(details)
+
+
+def log_dataset_input(
+    settings: PipelineSettings,
+    run_id: str,
+    *,
+    name: str,
+    path: str | os.PathLike[str],
+    digest: str,
+    context: str = "training",
+    details: Mapping[str, Any] | None = None,
+) -> None:
+    """Record a DVC-tracked dataset as an input of the run (the UI's *Datasets* column).
+
+    Args:
+        name: The dataset's name (e.g. ``mnist5k`` or ``forget-set/<request_id>``).
+        path: Its ``.dvc`` file (or the tracked path); shown relative to the project root.
+        digest: The DVC md5 (MLflow keeps at most 36 characters: exactly an ``md5.dir``).
+        context: ``mlflow.data.context`` tag, e.g. ``training`` or ``forget``.
+        details: More source fields (``git_rev``, ``remote``...), shown with the source.
+    """
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.validation import MAX_DATASET_DIGEST_SIZE
+
+    location = Path(path)
+    if location.is_absolute() and location.is_relative_to(settings.root):
+        location = location.relative_to(settings.root)
+    source = _dvc_source(
+        {"path": str(location), "md5": digest, **{k: str(v) for k, v in (details or {}).items()}}
+    )
+    # The full md5 stays in the source; the digest column is capped by MLflow's store.
+    # (mypy reads MetaDataset's `profile` as abstract; it is a concrete class at run time)
+    dataset = MetaDataset(  # type: ignore[abstract]
+        source, name=name, digest=digest[:MAX_DATASET_DIGEST_SIZE]
+    )
+    entity = DatasetInput(
+        dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)]
+    )
+    mlflow_client(settings).log_inputs(run_id, [entity])
 
 
 # --- versions -------------------------------------------------------------------------------
@@ -359,10 +508,14 @@ def register_version(
         all_tags[TAG_COMPLETE] = "false"
         available = onnxruntime.get_available_providers()
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+        onnx_model = onnx.load(str(onnx_file))
         with mlflow.start_run(run_id=run_id):
             info = mlflow.onnx.log_model(
-                onnx.load(str(onnx_file)),
+                onnx_model,
                 name=_MODEL_ARTIFACT,
+                # MLflow infers no signature from an ONNX input example (the UI then shows
+                # "Inputs (0)"), so it is read from the graph itself.
+                signature=onnx_signature(onnx_model),
                 extra_files=[str(weights), str(spec_file)],
                 input_example=np.zeros((1, spec.in_channels, *spec.input_hw), dtype=np.float32),
                 pip_requirements=[
@@ -380,6 +533,67 @@ def register_version(
             name, source=info.model_uri, run_id=run_id, tags=all_tags, model_id=info.model_id
         )
     return int(version.version)
+
+
+def onnx_signature(model: Any) -> Any:
+    """The MLflow ``ModelSignature`` of an ONNX graph: named tensors, dynamic axes as ``-1``."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, Schema, TensorSpec
+    from onnx.helper import tensor_dtype_to_np_dtype
+
+    def specs(values: Any) -> Schema:
+        out: list[ColSpec | TensorSpec] = []
+        for value in values:
+            tensor = value.type.tensor_type
+            shape = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in tensor.shape.dim)
+            dtype = tensor_dtype_to_np_dtype(tensor.elem_type)
+            out.append(TensorSpec(dtype, shape, name=value.name))
+        return Schema(out)
+
+    initialisers = {i.name for i in model.graph.initializer}
+    inputs = [v for v in model.graph.input if v.name not in initialisers]
+    return ModelSignature(inputs=specs(inputs), outputs=specs(model.graph.output))
+
+
+def describe_version(
+    *,
+    request_id: str,
+    forget_class_names: Sequence[str],
+    verdict: str,
+    alias: str | None = None,
+    parent_version: int | None = None,
+    method: str | None = None,
+    reasons: Sequence[str] = (),
+    evidently: str | None = None,
+) -> str:
+    """A short Markdown description for the version page: what, under which request, verdict.
+
+    Example:
+        >>> print(describe_version(request_id="forget-digit-7", forget_class_names=["7"],
+        ...     verdict="passed", alias="champion", parent_version=1, method="delete"))
+        Forgets class **7** from version 1 under request **forget-digit-7** (method delete).
+        <BLANKLINE>
+        Verdict: **passed**, alias @champion.
+    """
+    classes = ", ".join(str(c) for c in forget_class_names) or "none"
+    noun = "class" if len(forget_class_names) == 1 else "classes"
+    origin = f" from version {parent_version}" if parent_version is not None else ""
+    how = f" (method {method})" if method else ""
+    lines = [f"Forgets {noun} **{classes}**{origin} under request **{request_id}**{how}.", ""]
+    outcome = f"Verdict: **{verdict}**" + (f", alias @{alias}" if alias else "")
+    lines.append(outcome + (": " + "; ".join(reasons) if reasons else "") + ".")
+    if evidently:
+        lines += ["", evidently]
+    return "\n".join(lines)
+
+
+def set_version_description(
+    settings: PipelineSettings, name: str, version: int, description: str
+) -> None:
+    """Replace a version's description (rendered as Markdown on its MLflow page)."""
+    client = mlflow_client(settings)
+    with registry_write_lock(settings):
+        client.update_model_version(name, str(version), description=description)
 
 
 def version_tags(settings: PipelineSettings, name: str, version: int) -> dict[str, str]:
@@ -527,8 +741,8 @@ def _iso_utc(millis: int | None) -> str | None:
 def list_versions(settings: PipelineSettings, name: str | None = None) -> list[dict[str, Any]]:
     """Every version of ``name`` (or of every registered model), newest first.
 
-    Each row: ``name, version, aliases, verdict, request_id, forget_classes, complete,
-    created, run_id``.
+    Each row: ``name, version, aliases, verdict, request_id, forget_classes,
+    forget_class_names, complete, created, run_id``.
     """
     client = mlflow_client(settings)
     names = [name] if name else [m.name for m in client.search_registered_models()]
@@ -547,6 +761,7 @@ def list_versions(settings: PipelineSettings, name: str | None = None) -> list[d
                     "verdict": tags.get(TAG_VERDICT),
                     "request_id": tags.get(TAG_REQUEST_ID),
                     "forget_classes": tags.get("forget_classes"),
+                    "forget_class_names": tags.get("forget_class_names"),
                     "complete": tags.get(TAG_COMPLETE) == "true",
                     "created": _iso_utc(v.creation_timestamp),
                     "run_id": v.run_id,

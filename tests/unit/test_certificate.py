@@ -7,7 +7,13 @@ from typing import Any
 
 import pytest
 
-from tasks.certificate import DISCLAIMER, TASK_DISCLAIMER, render_certificate
+from tasks.certificate import (
+    DISCLAIMER,
+    MIA_EXPLANATIONS,
+    SVC_LEFT_OUT,
+    TASK_DISCLAIMER,
+    render_certificate,
+)
 
 PARENT_SHA = "a" * 64
 NEW_SHA = "b" * 64
@@ -194,3 +200,85 @@ def test_task_requests_get_the_task_disclaimer() -> None:
     assert TASK_DISCLAIMER in text and DISCLAIMER not in text
     assert "membership" not in TASK_DISCLAIMER
     assert DISCLAIMER in render_certificate(_record(task="classification"), "md")
+
+
+# --- what a reader should not have to guess (issue 13) ------------------------------------
+
+
+def _mia_record(after_forget: float) -> dict[str, Any]:
+    before = {"acc_train_forget": 95.0, "mia_svc_member_rate": 70.5, "mia_auc": 0.71}
+    before["mia_auc_std"] = 0.08
+    after = {"acc_train_forget": after_forget, "mia_svc_member_rate": 100.0, "mia_auc": 0.52}
+    after["mia_auc_std"] = 0.07
+    return _record(metrics={"before": before, "after": after})
+
+
+def test_each_membership_inference_figure_is_explained() -> None:
+    md = render_certificate(_mia_record(after_forget=40.0), "md")
+    for name, sentence in MIA_EXPLANATIONS.items():
+        assert f"| {name} |" in md
+        assert sentence in md, f"{name} is shown without its explanation"
+
+
+def test_svc_rate_is_left_out_with_the_reason_once_the_class_is_forgotten() -> None:
+    md = render_certificate(_mia_record(after_forget=0.0), "md")
+    assert "| mia_svc_member_rate |" not in md and "70.5" not in md
+    assert SVC_LEFT_OUT.format(after=0.0) in md
+    assert MIA_EXPLANATIONS["mia_svc_member_rate"] not in md
+    assert MIA_EXPLANATIONS["mia_auc"] in md
+
+
+@pytest.mark.parametrize(
+    ("deadline", "finished", "expected"),
+    [
+        ("2025-03-02T09:00:00Z", "2026-12-02T03:51:22+00:00", "(LATE: finished 2026-12-02"),
+        ("2025-02-02T00:00:00Z", "2025-02-01T02:03:00Z", "2025-02-02T00:00:00Z (met)"),
+        ("2025-02-01T00:00:00Z", "2025-02-01T02:03:00Z", "2 hours after the deadline"),
+    ],
+)
+def test_deadline_is_flagged_late_or_met(deadline: str, finished: str, expected: str) -> None:
+    record = _record(finished_at=finished)
+    record["request"]["deadline"] = deadline
+    md = render_certificate(record, "md")
+    assert f"- **Deadline:** {deadline} " in md
+    assert expected in md
+    assert ("LATE" in md) == ("met)" not in md)
+
+
+def test_no_deadline_no_flag() -> None:
+    md = render_certificate(_record(), "md")
+    assert "LATE" not in md and "(met)" not in md
+    assert "- **Deadline:** not recorded" in md
+
+
+def test_only_settings_that_applied_are_listed() -> None:
+    hparams = {"amp": True, "grad_clip": None, "trainable": None, "epochs": 20, "lr": 0.001}
+    cpu = render_certificate(_record(hparams=hparams, engine={"device": "cpu"}), "md")
+    assert "- **Settings that applied:** epochs=20, lr=0.001" in cpu
+    assert "amp=" not in cpu and "grad_clip" not in cpu and "trainable" not in cpu
+    assert "- **Device:** cpu" in cpu
+    gpu = render_certificate(_record(hparams=hparams, engine={"device": "cuda:0"}), "md")
+    assert "- **Settings that applied:** amp=yes, epochs=20, lr=0.001" in gpu
+
+
+def test_artifacts_are_named_relative_to_the_root_or_by_mlflow_uri() -> None:
+    record = _record(
+        onnx={"path": "/srv/project/artifacts/runs/r/model/model.onnx", "sha256": "d" * 64},
+        evidently={"html_path": "/srv/project/artifacts/runs/r/report/evidently_report.html"},
+        data_version={"md5": "m" * 32, "path": "/srv/project/data.dvc"},
+        mlflow_tracking_uri="sqlite:////srv/project/mlflow/mlflow.db",
+    )
+    md = render_certificate(record, "md")  # root read from the embedded store's URI
+    assert "/srv/project" not in md
+    assert "- **ONNX file:** artifacts/runs/r/model/model.onnx" in md
+    assert "- **Evidently report:** artifacts/runs/r/report/evidently_report.html" in md
+    assert "- **data: path:** data.dvc" in md
+    assert "- **MLflow run:** runs:/run123" in md
+    assert "- **MLflow model version:** models:/mnist5k-classifier/2" in md
+    # a tracking server reveals no root: an explicit one does, and paths outside it stay whole
+    record["mlflow_tracking_uri"] = "http://mlflow:5000"
+    record["evidently"] = {"html_path": "/elsewhere/report.html"}
+    explicit = render_certificate(record, "html", root="/srv/project")
+    assert "artifacts/runs/r/model/model.onnx" in explicit and "/srv/project" not in explicit
+    assert "/elsewhere/report.html" in explicit
+    assert "/srv/project/data.dvc" in render_certificate(record, "md")
