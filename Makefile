@@ -10,7 +10,7 @@ export DO_NOT_TRACK := 1
 export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test test-fast bench bench-full bench-scale lint format clean
+.PHONY: help venv demo ui test test-fast bench bench-full bench-scale lint format clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -25,6 +25,9 @@ venv: $(STAMP) ## Create ./.venv and install everything (torch from local disk)
 
 demo: $(STAMP) ## The main job, end to end on embedded defaults
 	$(PY) -m flows.demo
+
+ui: $(STAMP) ## MLflow UI on this project's store (http://127.0.0.1:5000); says where Prefect's is
+	$(VENV)/bin/unlearn ui
 
 test: $(STAMP) ## Run every test (unit, flows, behavioral, doctests)
 	$(PY) -m pytest -q

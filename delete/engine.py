@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from delete.errors import CheckpointError, NonFiniteLossError
 from delete.methods.base import UnlearnContext, UnlearningMethod
+from delete.progress import EpochProgress, report_epoch
 
 __all__ = [
     "CHECKPOINT_FILE",
@@ -164,6 +165,9 @@ class EngineRun:
                     self.epoch,
                     method.config.epochs,
                 )
+        report_epoch(
+            EpochProgress("unlearn", method.name, id(self), self.epoch, method.config.epochs)
+        )
 
     def enable_checkpoints(self, checkpoint_dir: str | os.PathLike[str]) -> None:
         """Checkpoint now, and after every following epoch (the selection turns this on for
@@ -228,6 +232,11 @@ class EngineRun:
         if self._ckpt_path is not None:
             self._checkpoint(self._ckpt_path)
         ctx.student.eval()
+        report_epoch(
+            EpochProgress(
+                "unlearn", method.name, id(self), self.epoch, cfg.epochs, result.epoch_losses[-1]
+            )
+        )
         return result.epoch_losses[-1]
 
     def finish(self) -> EngineResult:

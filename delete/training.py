@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from delete._device import resolve_device
+from delete.progress import EpochProgress, report_epoch
 
 __all__ = ["TrainConfig", "train_classifier", "make_loader"]
 
@@ -67,6 +68,7 @@ def train_classifier(
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
         optimizer, T_max=config.epochs * len(loader)
     )
+    report_epoch(EpochProgress("train", "train", id(model), 0, config.epochs))
     for epoch in tqdm(range(config.epochs), desc="train", disable=not progress):
         total = 0.0
         for inputs, targets in loader:
@@ -80,5 +82,7 @@ def train_classifier(
             optimizer.step()
             scheduler.step()
             total += float(loss.detach())
-        log.debug("train epoch %d loss %.4f", epoch + 1, total / max(len(loader), 1))
+        mean = total / max(len(loader), 1)
+        log.debug("train epoch %d loss %.4f", epoch + 1, mean)
+        report_epoch(EpochProgress("train", "train", id(model), epoch + 1, config.epochs, mean))
     return model.eval()

@@ -9,14 +9,19 @@ Commands::
     unlearn [--root DIR] models                   registered model versions and their aliases
     unlearn [--root DIR] audit verify             check the audit log's hash chain and signatures
     unlearn [--root DIR] audit certificate ID     deletion certificate (Markdown or HTML)
+    unlearn [--root DIR] ui                       MLflow UI on the project's store
     unlearn bench [ARGS...]                       the benchmark (``python -m delete.bench``)
 
 Every failure exits non-zero with one line ``error: ...`` on stderr (set ``UNLEARN_DEBUG=1``
-for the traceback). ``--root`` defaults to ``$UNLEARN_HOME`` or the current directory.
+for the traceback and Prefect's full log). ``--root`` defaults to ``$UNLEARN_HOME`` or the
+current directory. The audit key is checked before any flow starts.
 
-A ``submit`` of an invalid request (or of a request_id that is already queued) is rejected:
-nothing is queued, a copy of the file and a ``.reason.txt`` go to ``requests/failed/`` so the
-rejection is on record, and the command exits with status 1.
+``submit`` checks what it can without running anything: the request parses, its model is
+registered with the alias it names, its classes exist in that model, and its id is not
+queued, being processed or already done. A refused request is not queued (``process`` never
+sees it): a copy of the file and a ``.reason.txt`` go to ``requests/failed/`` so the refusal
+is on record, and the command exits with status 1. ``--no-check`` skips the registry checks
+(e.g. where the registry is not reachable); the flow checks the same things when it runs.
 """
 
 from __future__ import annotations
@@ -26,6 +31,9 @@ import enum
 import hashlib
 import json
 import os
+import shlex
+import signal
+import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -34,11 +42,19 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
+from flows._console import (
+    console_script,
+    hide_prefect_failure_logs,
+    live_progress,
+    quiet_environment,
+)
 from tasks.settings import PipelineSettings
 
 __all__ = ["app"]
 
 _DEBUG_ENV = "UNLEARN_DEBUG"
+#: Where ``unlearn ui`` serves MLflow by default.
+_LOCAL_MLFLOW_UI = "http://127.0.0.1:5000"
 
 
 class CommandError(RuntimeError):
@@ -147,6 +163,14 @@ def _main(
     ),
 ) -> None:
     ctx.obj = {"root": root}
+    # before any command imports Prefect or MLflow: both read their settings at import
+    quiet_environment(PipelineSettings.from_env(root).root)
+    if not os.environ.get(_DEBUG_ENV):
+        # Prefect's INFO lines go to its API (and UI), not to the terminal, and MLflow's
+        # ("Creating initial MLflow database tables") nowhere: each command prints its own
+        # summary. Warnings still show.
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
 
 def _settings(ctx: typer.Context) -> PipelineSettings:
@@ -154,15 +178,19 @@ def _settings(ctx: typer.Context) -> PipelineSettings:
     return PipelineSettings.from_env(obj.get("root"))
 
 
-@contextlib.contextmanager
-def _spinner(message: str) -> Iterator[None]:
-    """A progress spinner on stderr when it is a terminal; silent in logs and tests."""
-    if not sys.stderr.isatty():
-        yield
-        return
-    from rich.console import Console
+def _require_audit_key(settings: PipelineSettings) -> None:
+    """Refuse a flow command without an audit key before Prefect starts (one line, no run)."""
+    from tasks.audit import audit_key
 
-    with Console(stderr=True).status(message):
+    audit_key(settings)
+
+
+@contextlib.contextmanager
+def _flow_progress(message: str) -> Iterator[None]:
+    """Run a flow: ``rich`` progress on a terminal, and its failure as our one line only."""
+    if not os.environ.get(_DEBUG_ENV):
+        hide_prefect_failure_logs()
+    with live_progress(message):
         yield
 
 
@@ -214,6 +242,8 @@ def bootstrap(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
 ) -> None:
     """Version the data with DVC, train a task's original model, register it @champion."""
+    settings = _settings(ctx)
+    _require_audit_key(settings)  # before Prefect is even imported
     from delete.applications import get_task
     from flows.bootstrap import bootstrap_flow
 
@@ -227,8 +257,7 @@ def bootstrap(
             options[key] = json.loads(raw)
         except json.JSONDecodeError:
             options[key] = raw
-    settings = _settings(ctx)
-    with _spinner(f"bootstrapping a {task} model"):
+    with _flow_progress(f"bootstrapping a {task} model"):
         result = bootstrap_flow(
             root=str(settings.root),
             model_name=model,
@@ -247,15 +276,14 @@ def register(
     card: Path = typer.Argument(..., help="The model card (.yaml, .yml or .json)."),
 ) -> None:
     """Register an existing trained model and its dataset (a model card) as version 1 @champion."""
+    settings = _settings(ctx)
+    _require_audit_key(settings)  # no audit key: refuse before anything else
     from flows.register import register_flow
-    from tasks.audit import open_audit_log
     from tasks.register import validate_card
 
-    settings = _settings(ctx)
-    open_audit_log(settings)  # no audit key: refuse before anything else
     # Checked here first as well, so a refused card is one line and never a failed flow run.
     validate_card(settings, card)
-    with _spinner(f"registering {card.name}"):
+    with _flow_progress(f"registering {card.name}"):
         result = register_flow(card=str(card), root=str(settings.root))
     accuracy, md5 = result["metrics"]["acc_test"], result["data_version"]["md5"]
     typer.echo(
@@ -268,14 +296,26 @@ def register(
 def submit(
     ctx: typer.Context,
     request_file: Path = typer.Argument(..., help="The request (.yaml, .yml or .json)."),
+    no_check: bool = typer.Option(
+        False,
+        "--no-check",
+        help="Skip the registry checks (model, alias, classes, id already done); "
+        "the flow still checks them when it runs.",
+    ),
 ) -> None:
-    """Validate a deletion request and queue it in requests/inbox/."""
+    """Check a deletion request against the registry and queue it in requests/inbox/."""
     from tasks.inbox import Inbox
-    from tasks.requests import RequestError
+    from tasks.requests import DeletionRequest, RequestError
 
     settings = _settings(ctx)
+
+    def check(request: DeletionRequest) -> None:
+        from tasks.submission import check_submission
+
+        check_submission(settings, request)
+
     try:
-        queued = Inbox(settings).submit(request_file)
+        queued = Inbox(settings).submit(request_file, check=None if no_check else check)
     except RequestError as exc:
         if exc.recorded is None:
             raise
@@ -296,20 +336,17 @@ def process(
 
     Exits 1 when any request failed or was rejected, so a scheduler can alert on it.
     """
+    settings = _settings(ctx)
+    _require_audit_key(settings)
     from flows.process_inbox import process_inbox_flow
 
-    settings = _settings(ctx)
-    with _spinner("processing the inbox"):
+    with _flow_progress("processing the inbox"):
         results = process_inbox_flow(root=str(settings.root), model=model) or []
     if as_json:
         typer.echo(json.dumps(results, indent=2, sort_keys=True, default=str))
     else:
         for r in results:
-            who = r.get("request_id") or Path(str(r.get("file", "?"))).name
-            details = [f"{k} {r[k]}" for k in ("version", "alias") if r.get(k) is not None]
-            if r.get("reason"):
-                details.append(_one_line(str(r["reason"]), 200))
-            typer.echo(f"{who}: {r.get('state')}" + (f" ({'; '.join(details)})" if details else ""))
+            _print_outcome(settings, r)
         if not results:
             typer.echo("inbox empty: nothing to process")
     failed = sum(r.get("state") != "done" for r in results)
@@ -317,6 +354,41 @@ def process(
         raise CommandError(
             f"{failed} of {len(results)} request(s) failed or were rejected (see `unlearn status`)"
         )
+
+
+def _mlflow_link(settings: PipelineSettings, r: dict[str, Any]) -> str | None:
+    """Where to see a request's MLflow run: a URL on a tracking server, else the local UI."""
+    run_id, name, version = r.get("mlflow_run_id"), r.get("model"), r.get("version")
+    if not run_id:
+        return None
+    uri = settings.mlflow_tracking_uri.rstrip("/")
+    base = uri if uri.startswith(("http://", "https://")) else _LOCAL_MLFLOW_UI
+    page = f"{base}/#/models/{name}/versions/{version}" if name and version else None
+    page = page or f"{base}/#/runs/{run_id}"
+    after = "" if base == uri else " (after `unlearn ui`)"
+    return f"run {run_id}, {page}{after}"
+
+
+def _print_outcome(settings: PipelineSettings, r: dict[str, Any]) -> None:
+    """One request's outcome, then where its evidence is (paths relative to the root)."""
+    who = r.get("request_id") or Path(str(r.get("file", "?"))).name
+    details = [f"{k} {r[k]}" for k in ("version", "alias") if r.get(k) is not None]
+    if r.get("reason"):
+        details.append(_one_line(str(r["reason"]), 200))
+    typer.echo(f"{who}: {r.get('state')}" + (f" ({'; '.join(details)})" if details else ""))
+    where: list[tuple[str, str | None]] = [
+        ("record", r.get("record_path")),
+        ("report", r.get("evidently_html")),
+        ("onnx", r.get("onnx_path")),
+    ]
+    for label, path in where:
+        if path:
+            typer.echo(f"  {label:<12}{_relative(Path(path).resolve(), settings.root)}")
+    if r.get("request_id") and r.get("state") == "done":
+        typer.echo(f"  {'certificate':<12}unlearn audit certificate {r['request_id']}")
+    link = _mlflow_link(settings, r)
+    if link:
+        typer.echo(f"  {'mlflow':<12}{link}")
 
 
 @app.command()
@@ -384,6 +456,7 @@ def models(
     if not versions:
         typer.echo("no registered model versions")
         return
+    versions = [_named_classes(row) for row in versions]
     headers: list[str] = []
     for row in versions:
         headers += [k for k in row if k not in headers]
@@ -400,15 +473,33 @@ def models(
     )
 
 
+def _named_classes(row: dict[str, Any]) -> dict[str, Any]:
+    """The row with its forget classes as the request named them (``id-3``, not ``3``).
+
+    Example:
+        >>> _named_classes({"forget_classes": "[3]", "forget_class_names": '["id-3"]'})
+        {'forget_classes': ['id-3']}
+    """
+    out = dict(row)
+    raw = out.pop("forget_class_names", None) or out.get("forget_classes")
+    try:
+        out["forget_classes"] = json.loads(raw) if isinstance(raw, str) else raw
+    except ValueError:
+        out["forget_classes"] = raw
+    return out
+
+
 @audit_app.command("verify")
 def audit_verify(ctx: typer.Context) -> None:
     """Check every audit record: hash chain, HMAC signatures, nothing cut off."""
     from tasks.audit import AuditError, open_audit_log
 
-    result = open_audit_log(_settings(ctx)).verify()
+    settings = _settings(ctx)
+    result = open_audit_log(settings).verify()
     if not result.ok:
         raise AuditError(str(result))
-    typer.echo(str(result))
+    demo = settings.demo_mode and not settings.audit_key
+    typer.echo(f"{result}{' (demo mode: signed with the public demo key)' if demo else ''}")
 
 
 def _citing_entry(settings: PipelineSettings, request_id: str, digests: set[str]) -> dict[str, Any]:
@@ -459,6 +550,53 @@ def audit_certificate(
         return
     atomic_write_text(out, text)
     typer.echo(f"wrote {out}")
+
+
+def _prefect_ui_lines() -> list[str]:
+    """Where the Prefect UI is: the server's, or how to browse the ephemeral API's history."""
+    from prefect.settings import get_current_settings
+
+    current = get_current_settings()
+    if current.ui_url:
+        return [f"Prefect UI: {current.ui_url}"]
+    home = current.home
+    prefect = console_script("prefect")
+    return [
+        "Prefect UI: no server (PREFECT_API_URL is unset); each command ran its flows on a",
+        f"  temporary API whose history is kept in {home}. To browse it, run in another shell:",
+        f"  PREFECT_HOME={home} {prefect} server start   (then http://127.0.0.1:4200)",
+    ]
+
+
+@app.command()
+def ui(
+    ctx: typer.Context,
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface the MLflow UI listens on."),
+    port: int = typer.Option(5000, "--port", min=1, max=65535, help="Its port."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print what would start, and start nothing."
+    ),
+) -> None:
+    """Start the MLflow UI on the project's store (Ctrl-C stops it); say where Prefect's is."""
+    settings = _settings(ctx)
+    for line in _prefect_ui_lines():
+        typer.echo(line)
+    uri = settings.mlflow_tracking_uri
+    if uri.startswith(("http://", "https://")):
+        typer.echo(f"MLflow UI: {uri} (a tracking server: nothing to start)")
+        return
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri]
+    command += ["--host", host, "--port", str(port)]
+    typer.echo(f"MLflow UI: http://{host}:{port} on {uri}")
+    if dry_run:
+        typer.echo(f"would run: {shlex.join(command)}")
+        return
+    try:
+        code = subprocess.call(command)
+    except KeyboardInterrupt:  # Ctrl-C reached mlflow too: a normal way to stop it
+        return
+    if code not in (0, -signal.SIGINT, 128 + signal.SIGINT):
+        raise CommandError(f"mlflow ui exited with status {code}")
 
 
 @app.command(

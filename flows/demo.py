@@ -14,7 +14,9 @@ the pipeline reports the existing version and registers nothing (idempotency by 
 unlearns again, starting from the current ``@champion``.
 
 Without ``UNLEARN_AUDIT_KEY`` the demo sets ``UNLEARN_DEMO_MODE=1``: the audit log is then
-signed with a fixed, public key, which is fine for a demo and never for production.
+signed with a fixed, public key, which is fine for a demo and never for production. It leaves
+the file ``.unlearn-demo`` in the root, so the ``unlearn`` commands it prints at the end work
+there as printed (they read the marker; ``UNLEARN_AUDIT_KEY``, when set, wins).
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from flows._console import console_script, quiet_environment
+from tasks.settings import DEMO_MARKER
 
 __all__ = ["main", "run_demo", "measure_pipeline_overhead"]
 
@@ -39,12 +44,21 @@ DEMO_EPOCHS = 10
 def _prepare_environment(root: Path) -> None:
     # Must run before prefect or mlflow is imported: both read these at import time.
     os.environ.setdefault("PREFECT_HOME", str(root / ".prefect"))
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
+    quiet_environment()
     if not os.environ.get("UNLEARN_AUDIT_KEY"):
         os.environ["UNLEARN_DEMO_MODE"] = "1"
+        _remember_demo_mode(root)
+
+
+def _remember_demo_mode(root: Path) -> None:
+    """Leave the marker that keeps this root in demo mode for the commands run after it."""
+    marker = root / DEMO_MARKER
+    if not marker.exists():
+        marker.write_text(
+            "This project root ran `make demo` without UNLEARN_AUDIT_KEY: its audit log is\n"
+            "signed with the public demo key, and `unlearn` commands here use that key too.\n"
+            "Delete this file and set UNLEARN_AUDIT_KEY for anything but a demo.\n"
+        )
 
 
 def _fresh_copy(sample: Path, directory: Path) -> Path:
@@ -70,6 +84,8 @@ def run_demo(root: Path, *, fresh: bool = False, epochs: int = DEMO_EPOCHS) -> d
     _prepare_environment(root)
     import torch
 
+    from delete.progress import progress_listener
+    from flows._console import EpochLines
     from flows.bootstrap import bootstrap_flow
     from flows.process_inbox import process_inbox_flow
     from tasks.audit import open_audit_log, read_request_record, request_record_path
@@ -82,7 +98,8 @@ def run_demo(root: Path, *, fresh: bool = False, epochs: int = DEMO_EPOCHS) -> d
         torch.set_num_threads(1)
     started = time.perf_counter()
     settings = PipelineSettings.from_env(root)
-    boot = bootstrap_flow(root=str(root), epochs=epochs)
+    with progress_listener(EpochLines()):  # one line per epoch, with an ETA
+        boot = bootstrap_flow(root=str(root), epochs=epochs)
     sample = root / _SAMPLE
     source = _fresh_copy(sample, settings.artifacts_dir / "demo-requests") if fresh else sample
     request = load_request(source)
@@ -90,7 +107,8 @@ def run_demo(root: Path, *, fresh: bool = False, epochs: int = DEMO_EPOCHS) -> d
         Inbox(settings).submit(source)
     except RequestError as exc:
         print(f"note: {exc}")
-    results = process_inbox_flow(root=str(root))
+    with progress_listener(EpochLines()):
+        results = process_inbox_flow(root=str(root))
     mine = [r for r in results if r.get("request_id") == request.request_id]
     result = mine[-1] if mine else {"state": "missing", "reason": "request was not processed"}
     record = None
@@ -194,12 +212,11 @@ def _summary(outcome: dict[str, Any]) -> str:
     lines += [
         f"registry    {record.get('model')} v{record.get('version')} is "
         f"@{record.get('alias')} (parent v{record.get('parent_version')})",
-        f"ONNX        {record.get('onnx', {}).get('path')}",
-        f"Evidently   {record.get('evidently', {}).get('html_path')}",
-        f"audit       {outcome['record_path']} "
+        f"ONNX        {_shown(record.get('onnx', {}).get('path'), settings.root)}",
+        f"Evidently   {_shown(record.get('evidently', {}).get('html_path'), settings.root)}",
+        f"audit       {_shown(outcome['record_path'], settings.root)} "
         f"(log {'verified' if outcome['audit_ok'] else 'FAILED VERIFICATION'}, "
         f"{outcome['audit_records']} records)",
-        f"certificate unlearn audit certificate {request.request_id}",
     ]
     timings = record.get("pipeline_overhead")
     if timings:
@@ -207,12 +224,37 @@ def _summary(outcome: dict[str, Any]) -> str:
             f"seconds     pipeline {timings['total_seconds']:.1f} = unlearning "
             f"{timings['unlearn_seconds']:.1f} + overhead {timings['overhead_seconds']:.1f}"
         )
-    lines += [
-        f"MLflow UI   mlflow ui --backend-store-uri {settings.mlflow_tracking_uri} "
-        "--port 5000  (then open http://127.0.0.1:5000)",
-        f"total       {outcome['seconds']:.1f} s",
-    ]
+    lines += [f"total       {outcome['seconds']:.1f} s", *_next_steps(settings, request.request_id)]
     return "\n".join(lines)
+
+
+def _shown(path: str | None, root: Path) -> str:
+    """``path`` relative to the project root when it is inside it (shorter, and portable)."""
+    if not path:
+        return "-"
+    try:
+        return str(Path(path).resolve().relative_to(root))
+    except ValueError:
+        return path
+
+
+def _next_steps(settings: Any, request_id: str) -> list[str]:
+    root = settings.root
+    unlearn = console_script("unlearn")
+    if root != Path.cwd().resolve():
+        unlearn += f" --root {root}"
+    lines = ["", "next steps (copy and paste; `source .venv/bin/activate` shortens them)"]
+    if settings.demo_mode and not settings.audit_key:
+        lines.append(
+            f"  demo mode is remembered in {root / DEMO_MARKER}: no UNLEARN_AUDIT_KEY needed here"
+        )
+    lines += [
+        f"  {unlearn} audit verify",
+        f"  {unlearn} audit certificate {request_id} --format html --out certificate.html",
+        f"  {unlearn} models",
+        f"  {unlearn} ui                      # MLflow UI on this store, http://127.0.0.1:5000",
+    ]
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

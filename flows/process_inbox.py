@@ -19,7 +19,17 @@ from tasks._faults import crash_point
 from tasks.audit import open_audit_log
 from tasks.inbox import Inbox, LockTimeoutError, model_lock
 
-__all__ = ["process_inbox_flow"]
+__all__ = ["process_inbox_flow", "run_name"]
+
+
+def run_name(request_id: str) -> str:
+    """The ``unlearn`` flow run's name for a request (Prefect formats it: braces escaped).
+
+    Example:
+        >>> run_name("forget-digit-7")
+        'unlearn/forget-digit-7'
+    """
+    return "unlearn/" + request_id.replace("{", "{{").replace("}", "}}")
 
 
 @flow(name="process-inbox", log_prints=True)
@@ -73,7 +83,9 @@ def process_inbox_flow(
         request = claim.request
         try:
             with model_lock(settings, request.model_ref().name, lock_timeout_s):
-                summary = unlearn_flow(
+                # named after the request in Prefect's UI, not a random `cream-aardvark`
+                named = unlearn_flow.with_options(flow_run_name=run_name(request.request_id))
+                summary = named(
                     request=request.to_json_dict(),
                     root=str(settings.root),
                     device=device,

@@ -31,7 +31,7 @@ import os
 import re
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -322,29 +322,46 @@ class Inbox:
 
     # --- submit ----------------------------------------------------------------------------
 
-    def submit(self, path: str | os.PathLike[str]) -> Path:
+    def submit(
+        self,
+        path: str | os.PathLike[str],
+        check: Callable[[DeletionRequest], None] | None = None,
+    ) -> Path:
         """Validate a request file and queue a copy of it in ``inbox/``.
 
-        The source file is left in place. An invalid file, or one whose ``request_id`` is
-        already queued or being processed, is copied to ``failed/`` with a ``.reason.txt``
-        (so a rejection is on record too) and :class:`RequestError` is raised.
+        The source file is left in place. An invalid file, one that ``check`` refuses (e.g.
+        :func:`tasks.submission.check_submission`: unknown model, bad class, id already
+        done), or one whose ``request_id`` is already queued or being processed, is copied to
+        ``failed/`` with a ``.reason.txt`` (so a rejection is on record too; it is never
+        queued nor claimed) and :class:`RequestError` is raised.
 
         Returns:
             The queued file, ``inbox/<UTC ns>__<request_id>.<ext>``.
 
         Raises:
-            RequestError: The request is invalid or its id is already queued (one line).
+            RequestError: The request is invalid, refused, or its id is already queued.
         """
         source = Path(path)
         if not source.is_file():
             what = "not a regular file" if source.exists() else "file not found"
             raise RequestError(f"{source.name or source}: {what}")
         self.ensure_dirs()
+        raw: bytes | None = None
+        request: DeletionRequest | None = None
+        refused: RequestError | None = None
+        try:
+            raw = read_capped(source, self.max_bytes)
+            request = parse_request_bytes(raw, source.name)
+            if check is not None:
+                # before the inbox lock: a registry look-up takes seconds, other submits wait
+                _run_check(check, request, source.name)
+        except RequestError as exc:
+            refused = exc
         with _flock(self.settings.locks_dir / "inbox.lock", 30.0, "the inbox"):
-            raw: bytes | None = None
             try:
-                raw = read_capped(source, self.max_bytes)
-                request = parse_request_bytes(raw, source.name)
+                if refused is not None:
+                    raise refused
+                assert request is not None and raw is not None
                 if request.request_id in self._active_ids():
                     raise RequestError(
                         f"{source.name}: request_id '{request.request_id}' is already queued "
@@ -558,6 +575,15 @@ class Inbox:
                 out.append((self._arrival_key(e, name), status))
         out.sort(key=lambda item: item[0])
         return [s for _, s in out]
+
+
+def _run_check(
+    check: Callable[[DeletionRequest], None], request: DeletionRequest, name: str
+) -> None:
+    try:
+        check(request)
+    except RequestError as exc:
+        raise RequestError(f"{name}: {exc}") from None
 
 
 def _read_small_text(path: Path, limit: int = 4096) -> str | None:

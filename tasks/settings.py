@@ -12,7 +12,21 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["PipelineSettings"]
+__all__ = ["DEMO_MARKER", "PipelineSettings", "demo_mode_from"]
+
+#: A file ``make demo`` leaves in the project root it ran in: the root is a demo, whose audit
+#: log is signed with the public demo key. Commands run later on that root (``unlearn audit
+#: verify``) then find the same key without being told. ``UNLEARN_AUDIT_KEY`` always wins.
+DEMO_MARKER = ".unlearn-demo"
+_TRUE = {"1", "true", "yes"}
+
+
+def demo_mode_from(root: Path) -> bool:
+    """``UNLEARN_DEMO_MODE`` when set (``0`` turns a demo root off), else the root's marker."""
+    flag = os.environ.get("UNLEARN_DEMO_MODE", "").strip().lower()
+    if flag:
+        return flag in _TRUE
+    return (root / DEMO_MARKER).is_file()
 
 
 class PipelineSettings(BaseModel):
@@ -25,7 +39,8 @@ class PipelineSettings(BaseModel):
         mlflow_artifact_root: Where the embedded store writes artifacts.
         dvc_remote: DVC default remote URL: a local folder by default, ``s3://...`` for teams.
         audit_key: HMAC key of the audit log (``UNLEARN_AUDIT_KEY``).
-        demo_mode: Allow a fixed, public audit key (``UNLEARN_DEMO_MODE=1``); never in production.
+        demo_mode: Allow a fixed, public audit key (``UNLEARN_DEMO_MODE=1``, or the root's
+            :data:`DEMO_MARKER` file written by ``make demo``); never in production.
         onnx_atol: Absolute tolerance of the ONNX-vs-PyTorch parity check
             (``UNLEARN_ONNX_ATOL``).
         onnx_rtol: Relative tolerance of that check (``UNLEARN_ONNX_RTOL``).
@@ -57,7 +72,7 @@ class PipelineSettings(BaseModel):
             ),
             dvc_remote=os.environ.get("UNLEARN_DVC_REMOTE", str(base / "dvc-remote")),
             audit_key=os.environ.get("UNLEARN_AUDIT_KEY") or None,
-            demo_mode=os.environ.get("UNLEARN_DEMO_MODE", "").lower() in {"1", "true", "yes"},
+            demo_mode=demo_mode_from(base),
             onnx_atol=float(os.environ.get("UNLEARN_ONNX_ATOL") or 1e-4),
             onnx_rtol=float(os.environ.get("UNLEARN_ONNX_RTOL") or 1e-3),
         )

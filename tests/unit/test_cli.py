@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -31,9 +34,47 @@ def root(tmp_path: Path) -> Path:
     return tmp_path / "project"
 
 
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A real MLflow registry (SQLite) holding versions with the tags the pipeline writes.
+
+    No weights: ``submit`` reads names, aliases and tags only. Shared by the module's tests
+    (each with its own project root) through ``MLFLOW_TRACKING_URI``.
+    """
+    from mlflow import MlflowClient
+
+    folder = tmp_path_factory.mktemp("registry")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    models = {
+        MODEL: [{"request_id": "bootstrap"}, {"request_id": "gdpr-applied", **FORGOT_3}],
+        "team-model": [{"class_names": '["cat", "dog", "owl"]'}],
+        "face-model": [{"task": "face", "task.options": "{}", **FORGOT_ID_3}],
+    }
+    for name, versions in models.items():
+        client.create_registered_model(name)
+        for tags in versions:
+            client.create_model_version(
+                name, source=str(folder), tags={"pipeline.complete": "true", **tags}
+            )
+        client.set_registered_model_alias(name, "champion", "1")
+    return uri
+
+
+MODEL = "mnist5k-classifier"
+FORGOT_3 = {"forget_classes": "[3]", "forget_class_names": '["3"]'}
+FORGOT_ID_3 = {"forget_classes": "[3]", "forget_class_names": '["id-3"]'}
+
+
 def _run(root: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     result = CliRunner().invoke(app, ["--root", str(root), *args], env={**ENV, **(env or {})})
     return result.exit_code, result.stdout, result.stderr
+
+
+def _nothing_queued(root: Path) -> None:
+    settings = PipelineSettings.from_env(root)
+    for directory in (settings.inbox_dir, settings.processing_dir):
+        assert not directory.exists() or not any(directory.iterdir()), directory
 
 
 def _one_error_line(stderr: str) -> str:
@@ -46,9 +87,11 @@ def _settings(root: Path) -> PipelineSettings:
     return PipelineSettings.from_env(root)
 
 
-def test_submit_valid_request_is_queued(root: Path, tmp_path: Path) -> None:
+def test_submit_valid_request_is_queued(root: Path, tmp_path: Path, registry: str) -> None:
     (tmp_path / "req.yaml").write_text(REQUEST)
-    code, out, err = _run(root, "submit", str(tmp_path / "req.yaml"))
+    code, out, err = _run(
+        root, "submit", str(tmp_path / "req.yaml"), env={"MLFLOW_TRACKING_URI": registry}
+    )
     assert (code, err) == (0, "")
     assert out.startswith("queued gdpr-7 -> requests/inbox/")
     [queued] = _settings(root).inbox_dir.iterdir()
@@ -84,8 +127,8 @@ def test_status_lists_every_state(root: Path, tmp_path: Path) -> None:
     code, out, _ = _run(root, "status")
     assert code == 0 and out.startswith("no requests")
     (tmp_path / "req.yaml").write_text(REQUEST)
-    _run(root, "submit", str(tmp_path / "req.yaml"))
-    _run(root, "submit", str(tmp_path / "req.yaml"))  # duplicate id: rejected
+    _run(root, "submit", "--no-check", str(tmp_path / "req.yaml"))
+    _run(root, "submit", "--no-check", str(tmp_path / "req.yaml"))  # duplicate id: rejected
     code, out, _ = _run(root, "status")
     assert code == 0
     header, *rows = out.splitlines()
@@ -208,3 +251,206 @@ def test_bench_passes_its_arguments_through(root: Path) -> None:
     assert code == 0 and "--quick" in out and "delete.bench" in out
     code, _, err = _run(root, "bench", "--no-such-flag")
     assert code == 2 and "unrecognized arguments: --no-such-flag" in err
+
+
+# --- submit checks what it can without running anything -------------------------------------
+
+
+def _request_file(
+    folder: Path,
+    request_id: str = "gdpr-7",
+    model: str = f"{MODEL}@champion",
+    classes: str = "[3]",
+) -> Path:
+    path = folder / f"{request_id}.yaml"
+    text = REQUEST.replace("gdpr-7", request_id).replace("[3]", classes)
+    path.write_text(text.replace(f"{MODEL}@champion", model))
+    return path
+
+
+def _with_mnist_classes(root: Path) -> None:
+    """The dataset description ``make demo`` checks out, without its images."""
+    info = PipelineSettings.from_env(root).data_dir / "mnist5k" / "dataset.json"
+    info.parent.mkdir(parents=True)
+    info.write_text(json.dumps({"class_names": [str(i) for i in range(10)]}))
+
+
+REFUSALS = {
+    "unknown model": (
+        {"model": "nope@champion"},
+        "unknown model 'nope': it is not registered (registered: face-model, "
+        "mnist5k-classifier, team-model)",
+    ),
+    "missing alias": (
+        {"model": f"{MODEL}@challenger"},
+        f"model '{MODEL}' has no alias @challenger (aliases: @champion)",
+    ),
+    "class index out of range": (
+        {"classes": "[12]"},
+        "forget class(es) [12] out of range for a model with 10 classes",
+    ),
+    "unknown class name": (
+        {"model": "team-model@champion", "classes": "[fox]"},
+        "unknown class 'fox'; dataset mnist5k has classes ['cat', 'dog', 'owl']",
+    ),
+    "id already applied": (
+        {"request_id": "gdpr-applied"},
+        f"request_id 'gdpr-applied' is already applied as {MODEL} version 2",
+    ),
+    "task mismatch": (
+        {"model": "face-model@champion"},
+        "is a face model but the request is a classification request",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSALS))
+def test_submit_refuses_in_one_line_and_queues_nothing(
+    root: Path, tmp_path: Path, registry: str, case: str
+) -> None:
+    fields, reason = REFUSALS[case]
+    _with_mnist_classes(root)
+    source = _request_file(tmp_path, **fields)
+    code, out, err = _run(root, "submit", str(source), env={"MLFLOW_TRACKING_URI": registry})
+    assert code == 1 and out == ""
+    line = _one_error_line(err)
+    assert reason in line and "(rejected; recorded in requests/failed/" in line
+    _nothing_queued(root)
+    code, out, _ = _run(root, "status", "--json")
+    assert [s["state"] for s in json.loads(out)] == ["failed"]  # on record, never queued
+
+
+def test_submit_refuses_an_id_that_is_queued_or_done(
+    root: Path, tmp_path: Path, registry: str
+) -> None:
+    env = {"MLFLOW_TRACKING_URI": registry}
+    source = _request_file(tmp_path)
+    assert _run(root, "submit", str(source), env=env)[0] == 0
+    code, _, err = _run(root, "submit", str(source), env=env)
+    assert code == 1 and "request_id 'gdpr-7' is already queued" in _one_error_line(err)
+    settings = PipelineSettings.from_env(root)
+    [queued] = settings.inbox_dir.iterdir()
+    queued.rename(settings.done_dir / queued.name)  # as process does
+    (settings.done_dir / f"{queued.name}.result.json").write_text('{"version": 3}')
+    code, _, err = _run(root, "submit", str(source), env=env)
+    assert code == 1 and "request_id 'gdpr-7' is already done (version 3)" in _one_error_line(err)
+    _nothing_queued(root)
+
+
+def test_submit_to_a_root_without_a_registry_creates_none(root: Path, tmp_path: Path) -> None:
+    code, _, err = _run(root, "submit", str(_request_file(tmp_path)))
+    assert code == 1
+    assert f"unknown model '{MODEL}': no model is registered under" in _one_error_line(err)
+    assert not (root / "mlflow").exists()
+    _nothing_queued(root)
+    code, out, _ = _run(root, "submit", "--no-check", str(_request_file(tmp_path)))
+    assert code == 0 and out.startswith("queued gdpr-7")
+
+
+def test_class_names_are_accepted_by_name(root: Path, tmp_path: Path, registry: str) -> None:
+    source = _request_file(tmp_path, model="team-model@champion", classes="[owl]")
+    code, out, err = _run(root, "submit", str(source), env={"MLFLOW_TRACKING_URI": registry})
+    assert (code, err) == (0, "") and out.startswith("queued gdpr-7")
+
+
+# --- flow commands: the key before anything starts; one line --------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["bootstrap", "--task", "face"], ["process"], ["register", "card.yaml"]],
+    ids=["bootstrap", "process", "register"],
+)
+def test_flow_commands_without_a_key_refuse_before_any_work(root: Path, args: list[str]) -> None:
+    code, out, err = _run(root, *args, env={"UNLEARN_AUDIT_KEY": ""})
+    assert code == 1 and out == ""
+    assert _one_error_line(err).startswith("error: UNLEARN_AUDIT_KEY is not set")
+    assert not root.exists() or not any(root.iterdir())  # no data, store, inbox or run
+
+
+def _cli(root: Path, *args: str, key: str = "") -> subprocess.CompletedProcess[str]:
+    """The installed command in its own process: what a person sees in a terminal."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("UNLEARN_", "PREFECT_"))}
+    env |= {"UNLEARN_AUDIT_KEY": key, "PREFECT_HOME": str(root.parent / "prefect-home")}
+    command = [sys.executable, "-m", "flows.cli", "--root", str(root), *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.subprocess
+def test_a_real_process_prints_one_line_without_a_key(root: Path) -> None:
+    done = _cli(root, "bootstrap", "--task", "face")
+    assert done.returncode == 1 and done.stdout == ""
+    assert _one_error_line(done.stderr).startswith("error: UNLEARN_AUDIT_KEY is not set")
+    assert not (root.parent / "prefect-home").exists()  # refused before Prefect ran a flow
+
+
+@pytest.mark.subprocess
+def test_a_flow_that_fails_prints_one_line_no_traceback_no_telemetry(root: Path) -> None:
+    root.mkdir()
+    done = _cli(root, "bootstrap", "--task", "face", "--option", "bogus=1", key=KEY)
+    assert done.returncode == 1 and done.stdout == ""
+    assert "unknown face option(s) ['bogus']" in _one_error_line(done.stderr)
+
+
+# --- what the operator sees -----------------------------------------------------------------
+
+
+def test_models_shows_the_classes_as_the_request_named_them(root: Path, registry: str) -> None:
+    code, out, _ = _run(root, "models", env={"MLFLOW_TRACKING_URI": registry})
+    assert code == 0
+    face = [line for line in out.splitlines() if line.startswith("face-model")]
+    assert len(face) == 1 and " id-3 " in face[0] and "[3]" not in out
+
+
+def test_process_prints_where_the_evidence_is(
+    root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from flows.cli import _print_outcome
+
+    settings = PipelineSettings.from_env(root)
+    result = {
+        "request_id": "gdpr-7",
+        "state": "done",
+        "model": MODEL,
+        "version": 2,
+        "alias": "champion",
+        "record_path": str(settings.audit_dir / "requests" / "gdpr-7.json"),
+        "evidently_html": str(settings.artifacts_dir / "gdpr-7" / "evidently.html"),
+        "onnx_path": str(settings.artifacts_dir / "gdpr-7" / "model.onnx"),
+        "mlflow_run_id": "abc123",
+    }
+    _print_outcome(settings, result)
+    assert capsys.readouterr().out.splitlines() == [
+        "gdpr-7: done (version 2; alias champion)",
+        "  record      audit/requests/gdpr-7.json",
+        "  report      artifacts/gdpr-7/evidently.html",
+        "  onnx        artifacts/gdpr-7/model.onnx",
+        "  certificate unlearn audit certificate gdpr-7",
+        f"  mlflow      run abc123, http://127.0.0.1:5000/#/models/{MODEL}/versions/2 "
+        "(after `unlearn ui`)",
+    ]
+
+
+def test_ui_serves_the_projects_store(root: Path) -> None:
+    code, out, _ = _run(root, "ui", "--dry-run", "--port", "5055")
+    store = PipelineSettings.from_env(root).mlflow_tracking_uri
+    assert code == 0 and f"MLflow UI: http://127.0.0.1:5055 on {store}" in out
+    assert f"-m mlflow ui --backend-store-uri {store} --host 127.0.0.1 --port 5055" in out
+    assert "Prefect UI:" in out
+    code, out, _ = _run(root, "ui", env={"MLFLOW_TRACKING_URI": "https://mlflow.example"})
+    assert code == 0 and "MLflow UI: https://mlflow.example (a tracking server" in out
+
+
+def test_a_demo_root_verifies_without_a_key(root: Path) -> None:
+    from tasks.audit import DEMO_AUDIT_KEY
+    from tasks.settings import DEMO_MARKER
+
+    AuditLog(_settings(root).audit_log, DEMO_AUDIT_KEY).append("request.completed", {})
+    no_key = {"UNLEARN_AUDIT_KEY": ""}
+    code, _, err = _run(root, "audit", "verify", env=no_key)
+    assert code == 1 and "UNLEARN_AUDIT_KEY is not set" in _one_error_line(err)
+    (root / DEMO_MARKER).write_text("demo\n")  # what make demo leaves behind
+    code, out, _ = _run(root, "audit", "verify", env=no_key)
+    assert code == 0 and "1 records" in out and "demo mode" in out
+    code, _, err = _run(root, "audit", "verify", env={**no_key, "UNLEARN_DEMO_MODE": "0"})
+    assert code == 1 and "UNLEARN_AUDIT_KEY is not set" in _one_error_line(err)
