@@ -3,11 +3,13 @@
 The pipeline and the benchmark both come here. Precedence, lowest first:
 
 1. the method's config defaults (applied by :func:`delete.methods.create_method`);
-2. a task's fixed recipe (face, backdoor, segmentation), or, for classification, the method
-   module's ``RECOMMENDED_HPARAMS[dataset]`` -- except for a method that selects its own
-   settings (DELETE, see :mod:`delete.selection`) when ``auto`` is on: a recommendation tuned
-   on one dataset would pin ``lr``/``epochs`` and switch the selection off on every other;
-3. what the request or the caller asked for.
+2. the method module's ``RECOMMENDED_HPARAMS[dataset]`` -- except for a method that selects
+   its own settings (DELETE, see :mod:`delete.selection`) when ``auto`` is on: a
+   recommendation tuned on one dataset would pin ``lr``/``epochs`` and switch the selection
+   off on every other;
+3. the task's recipe (:meth:`~delete.applications.TaskSpec.hparam_defaults`: its batch size,
+   and DELETE's fixed settings for face, backdoor and segmentation);
+4. what the request or the caller asked for.
 """
 
 from __future__ import annotations
@@ -39,13 +41,13 @@ def resolve_hparams(
         {}
         >>> resolve_hparams("delete", {"seed": 1}, dataset="mnist5k", auto=False)
         {'lr': 0.002, 'epochs': 20, 'seed': 1}
+        >>> resolve_hparams("delete", {}, task_defaults={"lr": 1e-4, "batch_size": 16})
+        {'lr': 0.0001, 'batch_size': 16}
     """
     cls = get_method_class(method)
     base: dict[str, Any] = {}
-    if task_defaults is not None:
-        base = dict(task_defaults)
-    elif dataset is not None and not (auto and cls.auto_select):
+    if dataset is not None and not (auto and cls.auto_select):
         recommended = getattr(sys.modules[cls.__module__], "RECOMMENDED_HPARAMS", {})
         if isinstance(recommended, dict):
             base = dict(recommended.get(dataset, {}))
-    return {**base, **requested}
+    return {**base, **(task_defaults or {}), **requested}

@@ -54,7 +54,6 @@ __all__ = ["app"]
 
 _DEBUG_ENV = "UNLEARN_DEBUG"
 #: Where ``unlearn ui`` serves MLflow by default.
-_LOCAL_MLFLOW_UI = "http://127.0.0.1:5000"
 
 
 class CommandError(RuntimeError):
@@ -285,10 +284,11 @@ def register(
     validate_card(settings, card)
     with _flow_progress(f"registering {card.name}"):
         result = register_flow(card=str(card), root=str(settings.root))
-    accuracy, md5 = result["metrics"]["acc_test"], result["data_version"]["md5"]
+    md5 = result["data_version"]["md5"]
+    shown = ", ".join(f"{k} {v:.1f}" for k, v in result["metrics"].items() if "/" not in k)
     typer.echo(
         f"{result['model']} version {result['version']} registered @{result['alias']} "
-        f"(test accuracy {accuracy:.1f}%, data {md5})"
+        f"({shown}; data {md5})"
     )
 
 
@@ -358,15 +358,13 @@ def process(
 
 def _mlflow_link(settings: PipelineSettings, r: dict[str, Any]) -> str | None:
     """Where to see a request's MLflow run: a URL on a tracking server, else the local UI."""
-    run_id, name, version = r.get("mlflow_run_id"), r.get("model"), r.get("version")
+    from tasks.registry import mlflow_page
+
+    run_id = r.get("mlflow_run_id")
     if not run_id:
         return None
-    uri = settings.mlflow_tracking_uri.rstrip("/")
-    base = uri if uri.startswith(("http://", "https://")) else _LOCAL_MLFLOW_UI
-    page = f"{base}/#/models/{name}/versions/{version}" if name and version else None
-    page = page or f"{base}/#/runs/{run_id}"
-    after = "" if base == uri else " (after `unlearn ui`)"
-    return f"run {run_id}, {page}{after}"
+    page, local = mlflow_page(settings, run_id, r.get("model"), r.get("version"))
+    return f"run {run_id}, {page}" + (" (after `unlearn ui`)" if local else "")
 
 
 def _print_outcome(settings: PipelineSettings, r: dict[str, Any]) -> None:
@@ -544,7 +542,7 @@ def audit_certificate(
     record = read_request_record(settings, request_id)
     file_digest = hashlib.sha256(request_record_path(settings, request_id).read_bytes())
     entry = _citing_entry(settings, request_id, {file_digest.hexdigest(), record_digest(record)})
-    text = render_certificate(record, fmt.value, log_entry=entry)
+    text = render_certificate(record, fmt.value, log_entry=entry, root=settings.root)
     if out is None:
         typer.echo(text, nl=False)
         return

@@ -194,8 +194,8 @@ def _summary(outcome: dict[str, Any]) -> str:
     after = record.get("metrics", {}).get("after", {})
     lines += ["", f"  {'metric':<28}{'before':>10}{'after':>10}"]
     for key, label in (
-        ("acc_test_forget", "test acc, forgotten class %"),
-        ("acc_test_retain", "test acc, other classes %"),
+        ("acc_forget", "test acc, forgotten class %"),
+        ("acc_retain", "test acc, other classes %"),
         ("acc_train_forget", "train acc, forgotten class %"),
         ("mia_auc", "MIA AUC (0.5 = ideal)"),
     ):

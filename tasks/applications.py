@@ -1,10 +1,12 @@
-"""The pipeline side of ``task:``: face identities, backdoor removal and segmentation requests.
+"""The pipeline side of ``task:``: one path for classification, faces, backdoors, segmentation.
 
-Every task starts from the same DVC-pinned digits (``data/``): face treats the classes as
-identities, backdoor poisons the training split BadNets-style with the options recorded on the
-model at bootstrap, segmentation composes scenes from the digits. The task's own
-:class:`~delete.applications.TaskSpec` then supplies the forget set, the metrics and the model
-architecture; unlearning is the same :func:`delete.run_unlearning` as for classification.
+Every task starts from the model's DVC-pinned dataset (a registered ImageFolder or the demo
+digits): classification uses it as is, face treats the classes as identities, backdoor poisons
+the training split BadNets-style with the options recorded on the model at bootstrap,
+segmentation composes scenes from the digits. The task's own
+:class:`~delete.applications.TaskSpec` then supplies the forget set, the files it is made of,
+the metrics, the behaviour the Evidently report compares and the default gates; nothing here
+or in the flows branches on which task it is.
 
 A registered model carries its task in the ``task`` tag and the task's data options in
 ``task.options`` (JSON), so an unlearning run rebuilds exactly the data the model was trained
@@ -14,6 +16,7 @@ on. Models without the tag are classification models.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,20 +26,17 @@ from typing import Any
 import torch
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from torch import Tensor, nn
+from torch import nn
 from torch.utils.data import Dataset
 
 from delete import resolve_device
 from delete.applications import get_task
-from delete.applications.backdoor import BackdoorData
-from delete.applications.segmentation_data import SegmentationBundle
 from delete.applications.task_spec import TaskSpec
 from delete.data import DatasetBundle
-from delete.errors import InvalidClassError
-from delete.metrics import predict
+from delete.errors import InvalidForgetSetError
 from tasks._common import PipelineError
 from tasks.dataset import resolve_forget_classes
-from tasks.plots import per_class_accuracy_plot
+from tasks.plots import mia_histogram_plot, per_class_accuracy_plot
 from tasks.report import EvidentlyReport, build_evidently_report_from_logits
 
 __all__ = [
@@ -46,9 +46,11 @@ __all__ = [
     "DEFAULT_TASK_OPTIONS",
     "TaskMismatchError",
     "TaskRun",
+    "default_model_name",
     "model_task",
     "task_tags",
     "prepare_task_run",
+    "evaluate_original",
     "evaluate_task_model_task",
     "task_evidently_report_task",
     "task_plots_task",
@@ -60,13 +62,11 @@ TAG_TASK_OPTIONS = "task.options"
 
 #: Data options a task's model is bootstrapped with (recorded on the version, reused on unlearn).
 DEFAULT_TASK_OPTIONS: dict[str, dict[str, Any]] = {
+    "classification": {},
     "face": {},
     "backdoor": {"target": 0, "poison_rate": 0.05, "known_fraction": 0.01, "trigger_size": 3},
     "segmentation": {"num_train": 2000, "num_test": 300},
 }
-
-#: Pixels sampled for the segmentation Evidently report (all pixels would be ~300k rows).
-_EVIDENTLY_PIXELS = 20_000
 
 
 class TaskMismatchError(PipelineError):
@@ -90,6 +90,17 @@ def model_task(tags: Mapping[str, str]) -> tuple[str, dict[str, Any]]:
     return name, options
 
 
+def default_model_name(base: str, task: str) -> str:
+    """The demo's registered-model name of ``task``: ``base`` for classification, the main job,
+    ``base-<task>`` for the others.
+
+    Example:
+        >>> default_model_name("mnist5k-classifier", "face")
+        'mnist5k-classifier-face'
+    """
+    return base if task == CLASSIFICATION else f"{base}-{task}"
+
+
 def task_tags(task: str, options: Mapping[str, Any]) -> dict[str, str]:
     """The registry tags :func:`model_task` reads back.
 
@@ -100,18 +111,19 @@ def task_tags(task: str, options: Mapping[str, Any]) -> dict[str, str]:
     return {TAG_TASK: task, TAG_TASK_OPTIONS: json.dumps(dict(options), sort_keys=True)}
 
 
-@dataclass
+@dataclass(frozen=True)
 class TaskRun:
     """One request's task: its data, forget classes and the training subsets DELETE sees.
 
     Attributes:
-        name: The task (``face``, ``backdoor``, ``segmentation``).
+        name: The task (``classification``, ``face``, ``backdoor``, ``segmentation``).
         spec: Its :class:`~delete.applications.TaskSpec`.
         data: The task's data, built from the DVC-pinned bundle.
         options: The data options recorded on the model.
         forget_classes: Resolved, sorted class indices.
         forget_set: Training samples of the forget loader.
-        retain_set: Training samples a retain-based method may use.
+        retain_set: Training samples a retain-based method may use (and the selection sample
+            is drawn from).
         manifest_indices: Indices into the DVC bundle's *training split* of the files the
             forget set is made of (written to the forget-set manifest and versioned by DVC).
     """
@@ -134,20 +146,12 @@ class TaskRun:
         return int(self.data.num_classes)
 
     @property
+    def forget_class_names(self) -> list[str]:
+        return [self.class_names[c] for c in self.forget_classes]
+
+    @property
     def headline(self) -> tuple[str, ...]:
         return self.spec.headline
-
-
-def _manifest_indices(data: Any, bundle: DatasetBundle, classes: tuple[int, ...]) -> list[int]:
-    if isinstance(data, BackdoorData):
-        # the defender's known poisoned samples; poisoning keeps the bundle's sample order
-        return [int(i) for i in data.known.tolist()]
-    if isinstance(data, SegmentationBundle):
-        # scene class c is digit class c - 1 (class 0 is the background)
-        digits = torch.tensor([c - 1 for c in classes])
-        return torch.nonzero(torch.isin(bundle.train.labels, digits)).flatten().tolist()
-    labels = bundle.train.labels
-    return torch.nonzero(torch.isin(labels, torch.tensor(classes))).flatten().tolist()
 
 
 def prepare_task_run(
@@ -162,17 +166,16 @@ def prepare_task_run(
         UnknownTaskError: No such task.
         InvalidClassError: Unknown or invalid classes for the task (the background of a
             segmentation, anything but the target label of a backdoor removal).
+        InvalidForgetSetError: The classes have no training samples.
     """
     spec = get_task(name)
     data = spec.load_data(bundle=bundle, **dict(options))
     classes = resolve_forget_classes(data, requested)
-    if isinstance(data, SegmentationBundle) and 0 in classes:
-        raise InvalidClassError(
-            f"class 0 ({data.class_names[0]!r}) is the background of every scene and cannot be "
-            'forgotten; name digit classes, e.g. "3"'
-        )
     forget_set = spec.forget_set(data, classes)
-    retain_set = spec.retain_set(data, classes)
+    if len(forget_set) == 0:  # type: ignore[arg-type]
+        raise InvalidForgetSetError(
+            f"forget classes {list(classes)} have no training samples; nothing to forget"
+        )
     return TaskRun(
         name=name,
         spec=spec,
@@ -180,51 +183,28 @@ def prepare_task_run(
         options=dict(options),
         forget_classes=classes,
         forget_set=forget_set,
-        retain_set=retain_set,
-        manifest_indices=_manifest_indices(data, bundle, classes),
+        retain_set=spec.retain_set(data, classes),
+        manifest_indices=spec.forget_sources(data, bundle.train.labels, classes),
     )
+
+
+def evaluate_original(task_name: str, model: nn.Module, data: Any) -> dict[str, float]:
+    """An original model's metrics, on the CPU: its task's evaluation with the task's default
+    forget classes (none for most tasks), the metrics that are defined (finite) only."""
+    spec = get_task(task_name)
+    measured = spec.evaluate(model, data, spec.default_forget_classes(data), torch.device("cpu"))
+    return {k: float(v) for k, v in measured.items() if math.isfinite(float(v))}
 
 
 def evaluate_task_model(
     model: nn.Module, run: TaskRun, device: str | torch.device = "cpu"
 ) -> dict[str, float]:
-    """The task's own metrics (identity accuracy and TAR, ASR and clean accuracy, IoU)."""
+    """The task's own metrics: scalars plus the per-class family (the gates read both)."""
     dev = resolve_device(device)
     home = next(model.parameters()).device
     metrics = run.spec.evaluate(model, run.data, run.forget_classes, dev)
     model.to(home)
     return {k: float(v) for k, v in metrics.items()}
-
-
-def _test_logits(model: nn.Module, dataset: Any, device: torch.device) -> tuple[Tensor, Tensor]:
-    logits, labels = predict(model, dataset, device)
-    return logits.float(), labels
-
-
-def _behaviour_sample(
-    model: nn.Module, run: TaskRun, device: torch.device
-) -> tuple[Tensor, Tensor]:
-    """Logits ``(N, C)`` and labels of what the retained behaviour is judged on.
-
-    Face: test images of the retained identities. Backdoor: the whole clean test split (the
-    target class must keep working on clean images). Segmentation: a seeded sample of test
-    pixels whose class is retained.
-    """
-    logits, labels = _test_logits(model, run.data.test, device)
-    if isinstance(run.data, BackdoorData):
-        return logits, labels
-    forget = torch.tensor(run.forget_classes)
-    if logits.dim() == 4:  # (N, C, H, W) -> one row per pixel
-        logits = logits.permute(0, 2, 3, 1).reshape(-1, logits.shape[1])
-        labels = labels.reshape(-1)
-        keep = (labels != run.data.ignore_index) & ~torch.isin(labels, forget)
-        index = torch.nonzero(keep).flatten()
-        generator = torch.Generator().manual_seed(0)
-        chosen = index[torch.randperm(len(index), generator=generator)[:_EVIDENTLY_PIXELS]]
-        chosen = chosen.sort().values
-        return logits[chosen], labels[chosen]
-    keep = ~torch.isin(labels, forget)
-    return logits[keep], labels[keep]
 
 
 def task_evidently_report(
@@ -233,27 +213,31 @@ def task_evidently_report(
     run: TaskRun,
     out_dir: str | os.PathLike[str],
     device: str | torch.device = "cpu",
+    *,
+    request_id: str | None = None,
+    parent_version: int | None = None,
 ) -> EvidentlyReport:
-    """Evidently classification + drift report of the retained behaviour, parent vs unlearned."""
+    """Evidently classification + drift report of the retained behaviour, parent vs unlearned,
+    titled with the request; the forgotten classes are left out of the retained metrics."""
     dev = resolve_device(device)
-    ref_logits, labels = _behaviour_sample(original, run, dev)
-    cur_logits, _ = _behaviour_sample(unlearned, run, dev)
+    ref_logits, labels = run.spec.behaviour(original, run.data, run.forget_classes, dev)
+    cur_logits, _ = run.spec.behaviour(unlearned, run.data, run.forget_classes, dev)
+    parent = "parent model" if parent_version is None else f"parent model (v{parent_version})"
+    # Forgotten classes the behaviour sample leaves out are left out of the label set too; a
+    # backdoor's target class stays in (its clean images must keep working).
+    present = set(labels.unique().tolist())
+    excluded = [c for c in run.forget_classes if c not in present]
     return build_evidently_report_from_logits(
-        ref_logits, cur_logits, labels, run.class_names, out_dir
+        ref_logits,
+        cur_logits,
+        labels,
+        run.class_names,
+        out_dir,
+        request_id=request_id,
+        forget_classes=excluded or None,
+        reference_name=parent,
+        current_name="unlearned model",
     )
-
-
-def _per_class(
-    model: nn.Module, run: TaskRun, metrics: Mapping[str, float], device: torch.device
-) -> list[float]:
-    if isinstance(run.data, SegmentationBundle):
-        return [float(metrics.get(f"iou/{name}", 0.0)) for name in run.class_names]
-    logits, labels = _test_logits(model, run.data.test, device)
-    correct = (logits.argmax(1) == labels).double()
-    return [
-        100.0 * float(correct[labels == c].mean()) if bool((labels == c).any()) else 0.0
-        for c in range(run.num_classes)
-    ]
 
 
 def task_plots(
@@ -265,20 +249,31 @@ def task_plots(
     out_dir: str | os.PathLike[str],
     device: str | torch.device = "cpu",
 ) -> list[Path]:
-    """``per_class.png``: per-class IoU (segmentation) or clean test accuracy, before/after."""
-    dev = resolve_device(device)
-    what = "IoU" if isinstance(run.data, SegmentationBundle) else "clean test accuracy"
-    return [
+    """``per_class.png`` (the per-class family, before/after) and, where the task has one,
+    ``membership.png`` (forget-class loss of training members vs unseen test images)."""
+    what = run.spec.per_class_label
+    directory = Path(out_dir)
+    plots = [
         per_class_accuracy_plot(
-            _per_class(original, run, before, dev),
-            _per_class(unlearned, run, after, dev),
+            run.spec.per_class(before, run.class_names),
+            run.spec.per_class(after, run.class_names),
             run.class_names,
             run.forget_classes,
-            Path(out_dir) / "per_class.png",
+            directory / "per_class.png",
             ylabel=f"{what} (%)",
-            title=f"{run.name}: per-class {what}; forgotten: {list(run.forget_classes)} (shaded)",
+            title=f"{run.name}: per-class {what}; forgotten: {run.forget_class_names} (shaded)",
         )
     ]
+    if run.spec.membership is not None:
+        dev = resolve_device(device)
+        plots.append(
+            mia_histogram_plot(
+                run.spec.membership(original, run.data, run.forget_classes, dev),
+                run.spec.membership(unlearned, run.data, run.forget_classes, dev),
+                directory / "membership.png",
+            )
+        )
+    return plots
 
 
 evaluate_task_model_task = task(

@@ -81,8 +81,8 @@ TASK_DISCLAIMER = (
 
 _NOT_RECORDED = "not recorded"
 _METRIC_ORDER = (
-    "acc_test_forget",
-    "acc_test_retain",
+    "acc_forget",
+    "acc_retain",
     "acc_train_forget",
     "acc_train_retain",
     "h_mean",
@@ -366,8 +366,11 @@ def _sections(
     before = before if isinstance(before, Mapping) else {}
     after = after if isinstance(after, Mapping) else {}
     keys = [k for k in _METRIC_ORDER if k in before or k in after]
-    keys += sorted((set(before) | set(after)) - set(keys), key=str)
-    forget_after = _first(_get(after, "acc_train_forget"), _get(after, "acc_test_forget"))
+    # per-class entries ("class_acc/<name>") are in the per-class plot, not in this table
+    keys += sorted(
+        {k for k in (set(before) | set(after)) - set(keys) if "/" not in str(k)}, key=str
+    )
+    forget_after = _first(_get(after, "acc_train_forget"), _get(after, "acc_forget"))
     svc_left_out = (
         "mia_svc_member_rate" in keys
         and isinstance(forget_after, int | float)

@@ -1,73 +1,52 @@
-"""Before/after evaluation of an unlearned model and the promotion gates read from ``gates.yaml``.
+"""Promotion gates, one grammar for every task, read from ``gates.yaml``.
 
-Gates are a registry (name -> check function), so a new gate is one decorated function plus a
-line in ``gates.yaml``; an unknown key in the file is an error, not silently ignored.
+A gate names a metric of the task's evaluation (:attr:`~delete.applications.TaskSpec.metrics`)
+and bounds it:
 
-The other tasks (``face``, ``backdoor``, ``segmentation``) have a section each in the same file,
-written over the task's own headline metrics: ``max_<metric>`` bounds the unlearned model's
-value, ``max_drop_<metric>`` bounds how far it fell below the parent's.
+* ``max_<metric>``: the unlearned model's value is at most the threshold;
+* ``max_drop_<metric>``: it fell at most the threshold below the parent's value.
+
+The task's per-class family (``class_acc``, ``class_iou``) is a metric too, read class by
+class, so one class cannot hide behind an average: ``max_drop_class_acc`` bounds the *worst*
+retained class's drop, ``max_class_acc`` the best-recognised forgotten class.
+
+``gates.yaml`` holds one section per task (``classification:``, ``face:``, ...); a task without
+a section gets its :attr:`~delete.applications.TaskSpec.default_gates`. Files written before the
+one grammar keep working: top-level gates are the classification section, and the old names
+are read as their new spelling (:data:`LEGACY_GATE_NAMES`). An unknown key anywhere in the file
+is an error, not silently ignored.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-from torch import nn
 
-from delete.data import UnlearningSplits
-from delete.metrics import UnlearningReport, evaluate_unlearning
+from delete.applications import TaskSpec, get_task, list_tasks
 from tasks._common import PipelineError
-from tasks.applications import CLASSIFICATION
 
 __all__ = [
-    "DEFAULT_GATES",
-    "DEFAULT_TASK_GATES",
-    "check_task_gates",
-    "class_accuracies",
-    "CLASS_ACC_PREFIX",
+    "LEGACY_GATE_NAMES",
     "GateCheck",
-    "GateVerdict",
     "GateConfigError",
-    "register_gate",
-    "list_gates",
-    "load_gates",
+    "GateVerdict",
     "check_gates",
-    "evaluate_model",
-    "evaluate_model_task",
+    "default_gates",
+    "load_gates",
 ]
 
-#: Used when the project root has no ``gates.yaml``; the same values as the shipped file.
-DEFAULT_GATES: dict[str, float] = {
-    "max_test_forget_accuracy": 5.0,
-    "max_retain_accuracy_drop": 3.0,
-    "max_class_accuracy_drop": 5.0,
-    "mia_auc_band": 0.1,
-}
-
-#: Retained training images the pipeline's evaluation scores at most (a seeded subset).
-TRAIN_RETAIN_EVAL_CAP = 5000
-
-#: Prefix of the per-class test accuracies that :func:`class_accuracies` adds to the metrics
-#: the gates read (never logged as metrics or tags: one per class would drown them).
-CLASS_ACC_PREFIX = "class_acc."
-
-
-#: Per-task gates when ``gates.yaml`` has no section for the task; the shipped file's values.
-#: The backdoor thresholds are the product's target: ASR under 5% for at most 2 points of
-#: clean accuracy.
-DEFAULT_TASK_GATES: dict[str, dict[str, float]] = {
-    "face": {"max_acc_forget": 5.0, "max_drop_acc_retain": 3.0},
-    "backdoor": {"max_asr": 5.0, "max_drop_clean_acc": 2.0},
-    "segmentation": {"max_iou_forget": 5.0, "max_drop_miou_retain": 5.0},
+#: Gate names of classification's first gates.yaml -> the one grammar.
+LEGACY_GATE_NAMES: dict[str, str] = {
+    "max_test_forget_accuracy": "max_acc_forget",
+    "max_retain_accuracy_drop": "max_drop_acc_retain",
+    "max_class_accuracy_drop": "max_drop_class_acc",
+    "mia_auc_band": "max_mia_gap",
 }
 
 
@@ -111,114 +90,96 @@ class GateVerdict:
         }
 
 
-_GateFn = Callable[[Mapping[str, float], Mapping[str, float], float], GateCheck]
-_GATES: dict[str, _GateFn] = {}
+def _parse_gate(gate: str) -> tuple[str, bool]:
+    """``max_drop_<m>`` -> ``(m, True)``; ``max_<m>`` -> ``(m, False)``; else ``("", False)``.
+
+    Example:
+        >>> _parse_gate("max_drop_acc_retain"), _parse_gate("max_asr"), _parse_gate("asr")
+        (('acc_retain', True), ('asr', False), ('', False))
+    """
+    if gate.startswith("max_drop_"):
+        return gate[len("max_drop_") :], True
+    if gate.startswith("max_"):
+        return gate[len("max_") :], False
+    return "", False
 
 
-def register_gate(name: str) -> Callable[[_GateFn], _GateFn]:
-    """Register ``fn(before_metrics, after_metrics, threshold) -> GateCheck`` under ``name``."""
-
-    def decorator(fn: _GateFn) -> _GateFn:
-        _GATES[name] = fn
-        return fn
-
-    return decorator
-
-
-def list_gates() -> list[str]:
-    return sorted(_GATES)
-
-
-def _metric(metrics: Mapping[str, float], key: str) -> float | None:
+def _value(metrics: Mapping[str, float], key: str) -> float | None:
     value = metrics.get(key)
     return None if value is None or math.isnan(float(value)) else float(value)
 
 
-@register_gate("max_test_forget_accuracy")
-def _forget_accuracy(
-    before: Mapping[str, float], after: Mapping[str, float], limit: float
+def _family(metrics: Mapping[str, float], family: str, names: Collection[str]) -> dict[str, float]:
+    """``{class name: value}`` of the per-class ``family`` entries for the classes ``names``."""
+    out = {}
+    for name in names:
+        value = _value(metrics, f"{family}/{name}")
+        if value is not None:
+            out[name] = value
+    return out
+
+
+def _check(
+    gate: str,
+    threshold: float,
+    spec: TaskSpec[Any],
+    before: Mapping[str, float],
+    after: Mapping[str, float],
+    forgotten: Collection[str],
 ) -> GateCheck:
-    value = _metric(after, "acc_test_forget")
-    return GateCheck(
-        "max_test_forget_accuracy",
-        value,
-        limit,
-        value is not None and value <= limit,
-        "test accuracy on the forgotten classes, percent, must be at most the threshold",
-    )
+    metric, is_drop = _parse_gate(gate)
+    if metric == spec.per_class_metric:
+        # The worst class decides: of the retained classes for a drop, else of the forgotten.
+        names = [n.split("/", 1)[1] for n in {*before, *after} if n.startswith(metric + "/")]
+        group = [n for n in names if (n not in forgotten) == is_drop]
+        new = _family(after, metric, group)
+        if is_drop:
+            parent = _family(before, metric, group)
+            drops = [parent[n] - new[n] for n in parent if n in new]
+            value = max(drops) if drops else None
+            what = f"{spec.per_class_label} lost by the worst retained class vs the parent, points"
+        else:
+            value = max(new.values()) if new else None
+            what = f"{spec.per_class_label} of the best-recognised forgotten class"
+    elif is_drop:
+        old, cur = _value(before, metric), _value(after, metric)
+        value = None if old is None or cur is None else old - cur
+        what = f"{metric} lost vs the parent, points"
+    else:
+        value = _value(after, metric)
+        what = f"{metric} of the unlearned model"
+    passed = value is not None and value <= threshold
+    return GateCheck(gate, value, threshold, passed, f"{what}, at most the threshold")
 
 
-@register_gate("max_retain_accuracy_drop")
-def _retain_drop(
-    before: Mapping[str, float], after: Mapping[str, float], limit: float
-) -> GateCheck:
-    old, new = _metric(before, "acc_test_retain"), _metric(after, "acc_test_retain")
-    drop = None if old is None or new is None else old - new
-    return GateCheck(
-        "max_retain_accuracy_drop",
-        drop,
-        limit,
-        drop is not None and drop <= limit,
-        "test accuracy lost on the retained classes vs the parent, percentage points",
-    )
+def check_gates(
+    task: str,
+    before: Mapping[str, float],
+    after: Mapping[str, float],
+    gates: Mapping[str, float],
+    forgotten: Collection[str] = (),
+) -> GateVerdict:
+    """Every gate of ``task`` on the parent's (``before``) and the new (``after``) metrics.
 
-
-@register_gate("max_class_accuracy_drop")
-def _worst_class_drop(
-    before: Mapping[str, float], after: Mapping[str, float], limit: float
-) -> GateCheck:
-    """The worst retained class's drop: an average over nine classes hides one that fell.
+    ``forgotten``: the forgotten classes' names (the per-class gates read the others).
 
     Example:
-        >>> b = {"class_acc.0": 97.0, "class_acc.1": 96.0}
-        >>> _worst_class_drop(b, {"class_acc.0": 97.0, "class_acc.1": 88.0}, 5.0).value
+        >>> v = check_gates("backdoor", {"clean_acc": 95.0}, {"clean_acc": 90.0, "asr": 1.0},
+        ...     {"max_asr": 5.0, "max_drop_clean_acc": 2.0})
+        >>> v.passed, v.reasons[0].split(":")[0]
+        (False, 'max_drop_clean_acc')
+        >>> b = {"class_acc/a": 97.0, "class_acc/b": 96.0, "class_acc/c": 99.0}
+        >>> a = {"class_acc/a": 97.0, "class_acc/b": 88.0, "class_acc/c": 0.0}
+        >>> check_gates("classification", b, a, {"max_drop_class_acc": 5.0}, ["c"]).checks[0].value
         8.0
     """
-    drops = [
-        old - new
-        for key in before
-        if key.startswith(CLASS_ACC_PREFIX)
-        and (old := _metric(before, key)) is not None
-        and (new := _metric(after, key)) is not None
+    spec = get_task(task)
+    checks = [
+        _check(name, threshold, spec, before, after, frozenset(forgotten))
+        for name, threshold in sorted(gates.items())
     ]
-    worst = max(drops) if drops else None
-    return GateCheck(
-        "max_class_accuracy_drop",
-        worst,
-        limit,
-        worst is not None and worst <= limit,
-        "test accuracy lost by the worst retained class vs the parent, percentage points",
-    )
-
-
-def class_accuracies(
-    per_class: list[float], forget_classes: tuple[int, ...] | list[int]
-) -> dict[str, float]:
-    """``{"class_acc.<i>": accuracy}`` of the *retained* classes, for the per-class gate.
-
-    Example:
-        >>> class_accuracies([99.0, 0.0, 97.5], (1,))
-        {'class_acc.0': 99.0, 'class_acc.2': 97.5}
-    """
-    forget = set(forget_classes)
-    return {
-        f"{CLASS_ACC_PREFIX}{i}": float(acc)
-        for i, acc in enumerate(per_class)
-        if i not in forget and not math.isnan(float(acc))
-    }
-
-
-@register_gate("mia_auc_band")
-def _mia_band(before: Mapping[str, float], after: Mapping[str, float], band: float) -> GateCheck:
-    auc = _metric(after, "mia_auc")
-    distance = None if auc is None else abs(auc - 0.5)
-    return GateCheck(
-        "mia_auc_band",
-        distance,
-        band,
-        distance is not None and distance <= band,
-        "|forget-vs-unseen MIA AUC - 0.5| must be within the band",
-    )
+    reasons = [c.reason() for c in checks if not c.passed]
+    return GateVerdict(passed=not reasons, checks=checks, reasons=reasons)
 
 
 def _threshold(path: Any, key: str, value: Any) -> float:
@@ -227,136 +188,64 @@ def _threshold(path: Any, key: str, value: Any) -> float:
     return float(value)
 
 
-def _task_gate_metric(gate: str) -> tuple[str, bool]:
-    """``max_drop_<m>`` -> ``(m, True)``; ``max_<m>`` -> ``(m, False)``."""
-    if gate.startswith("max_drop_"):
-        return gate[len("max_drop_") :], True
-    if gate.startswith("max_"):
-        return gate[len("max_") :], False
-    return "", False
-
-
-def _task_section(path: Any, task_name: str, section: Any) -> dict[str, float]:
-    from delete.applications import get_task
-
+def _section(path: Any, task: str, section: Any) -> dict[str, float]:
     if not isinstance(section, dict):
-        raise GateConfigError(f"{path}: section {task_name!r} must be a mapping of gate: threshold")
+        raise GateConfigError(f"{path}: section {task!r} must be a mapping of gate: threshold")
     if not section:
         raise GateConfigError(
-            f"{path}: section {task_name!r} has no gates; remove it to use the defaults"
+            f"{path}: section {task!r} has no gates; remove it to use the defaults"
         )
-    metrics = get_task(task_name).headline
+    spec = get_task(task)
+    known = (*spec.metrics, spec.per_class_metric)
     gates: dict[str, float] = {}
     for key, value in section.items():
-        metric, _ = _task_gate_metric(str(key))
-        if metric not in metrics:
+        name = LEGACY_GATE_NAMES.get(str(key), str(key))
+        metric, _ = _parse_gate(name)
+        if metric not in known:
             raise GateConfigError(
-                f"{path}: unknown {task_name} gate {key!r}; write max_<metric> or "
-                f"max_drop_<metric> with a metric of {', '.join(metrics)}"
+                f"{path}: unknown {task} gate {key!r}; write max_<metric> or max_drop_<metric> "
+                f"with a metric of {', '.join(known)}"
             )
-        gates[str(key)] = _threshold(path, f"{task_name}.{key}", value)
+        gates[name] = _threshold(path, f"{task}.{key}", value)
     return gates
 
 
-def load_gates(path: str | os.PathLike[str] | None, task: str = CLASSIFICATION) -> dict[str, float]:
-    """The thresholds of ``task`` from ``gates.yaml``; defaults when the file is absent.
+def default_gates(task: str) -> dict[str, float]:
+    """The gates ``task`` ships with (used when ``gates.yaml`` has no section for it)."""
+    return dict(get_task(task).default_gates)
 
-    Top-level ``gate: number`` entries are the classification gates; a top-level key named
-    after another task holds that task's section. Every section is validated on every load,
-    so a typo anywhere in the file stops the pipeline.
+
+def _read(path: str | os.PathLike[str]) -> dict[str, Any]:
+    try:
+        doc = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise GateConfigError(f"{path}: cannot read gates: {str(exc).splitlines()[0]}") from exc
+    if not isinstance(doc, dict):
+        raise GateConfigError(f"{path}: expected a mapping of task: {{gate: threshold}}")
+    return doc
+
+
+def load_gates(path: str | os.PathLike[str] | None, task: str) -> dict[str, float]:
+    """The gates of ``task`` from ``gates.yaml``; its defaults when the file or section is absent.
+
+    Every section is validated on every load, so a typo anywhere in the file stops the pipeline.
     """
-    from delete.applications import list_tasks
-
-    doc: Any = {}
-    if path is not None and Path(path).exists():
-        try:
-            doc = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise GateConfigError(f"{path}: cannot read gates: {str(exc).splitlines()[0]}") from exc
-        if not isinstance(doc, dict):
-            raise GateConfigError(f"{path}: expected a mapping of gate: threshold")
-    elif task == CLASSIFICATION:
-        return dict(DEFAULT_GATES)
-    tasks = set(list_tasks()) - {CLASSIFICATION}
-    gates: dict[str, float] = {}
+    get_task(task)  # an unknown task is refused before the file is read
+    if path is None or not Path(path).exists():
+        return default_gates(task)
+    tasks = set(list_tasks())
     sections: dict[str, dict[str, float]] = {}
-    for key, value in doc.items():
+    legacy: dict[str, Any] = {}
+    for key, value in _read(path).items():
         if key in tasks:
-            sections[key] = _task_section(path, key, value)
-        elif key in _GATES:
-            gates[key] = _threshold(path, key, value)
+            sections[key] = _section(path, key, value)
         else:
-            known = ", ".join([*list_gates(), *(f"{t} (section)" for t in sorted(tasks))])
-            raise GateConfigError(f"{path}: unknown gate {key!r}; known: {known}")
-    if task == CLASSIFICATION:
-        # a file holding only task sections must not leave classification ungated
-        return gates if gates else dict(DEFAULT_GATES)
-    if task not in tasks:
-        raise GateConfigError(f"no gates for unknown task {task!r}")
-    return sections.get(task, dict(DEFAULT_TASK_GATES[task]))
-
-
-def check_task_gates(
-    before: Mapping[str, float], after: Mapping[str, float], gates: Mapping[str, float]
-) -> GateVerdict:
-    """The gates of a ``face``/``backdoor``/``segmentation`` section on the task's metrics.
-
-    Example:
-        >>> v = check_task_gates({"clean_acc": 95.0}, {"clean_acc": 90.0, "asr": 1.0},
-        ...     {"max_asr": 5.0, "max_drop_clean_acc": 2.0})
-        >>> v.passed, v.reasons[0].split(":")[0]
-        (False, 'max_drop_clean_acc')
-    """
-    checks = []
-    for gate, threshold in sorted(gates.items()):
-        metric, is_drop = _task_gate_metric(gate)
-        new = _metric(after, metric)
-        if is_drop:
-            old = _metric(before, metric)
-            value = None if old is None or new is None else old - new
-            what = f"{metric} lost vs the parent, points"
-        else:
-            value = new
-            what = f"{metric} of the unlearned model, percent"
-        passed = value is not None and value <= threshold
-        checks.append(GateCheck(gate, value, threshold, passed, f"{what}, at most the threshold"))
-    reasons = [c.reason() for c in checks if not c.passed]
-    return GateVerdict(passed=not reasons, checks=checks, reasons=reasons)
-
-
-def check_gates(
-    before: Mapping[str, float], after: Mapping[str, float], gates: Mapping[str, float]
-) -> GateVerdict:
-    """Run every configured gate on the parent's (``before``) and the new (``after``) metrics.
-
-    Example:
-        >>> v = check_gates({"acc_test_retain": 98.0, "class_acc.0": 98.0},
-        ...     {"acc_test_retain": 97.0, "acc_test_forget": 0.0, "mia_auc": 0.55,
-        ...      "class_acc.0": 96.0}, DEFAULT_GATES)
-        >>> v.passed, [c.name for c in v.checks if not c.passed]
-        (True, [])
-    """
-    checks = [_GATES[name](before, after, threshold) for name, threshold in sorted(gates.items())]
-    reasons = [c.reason() for c in checks if not c.passed]
-    return GateVerdict(passed=not reasons, checks=checks, reasons=reasons)
-
-
-def evaluate_model(
-    model: nn.Module,
-    splits: UnlearningSplits,
-    device: str | torch.device = "auto",
-    *,
-    seed: int = 0,
-) -> UnlearningReport:
-    """Accuracies on the four splits, H-Mean, per-class accuracy and both MIAs.
-
-    At most :data:`TRAIN_RETAIN_EVAL_CAP` retained training images are scored (a seeded
-    subset): scoring all 45,000 of a 50,000-image dataset took 50 s before and again after
-    unlearning. The test split, which the gates read, is always scored whole.
-    """
-    return evaluate_unlearning(
-        model, splits, device, mia=True, seed=seed, max_train_retain=TRAIN_RETAIN_EVAL_CAP
-    )
-
-
-evaluate_model_task = task(evaluate_model, name="evaluate-model", cache_policy=NO_CACHE)
+            legacy[str(key)] = value  # a top-level gate: the classification section of old files
+    if legacy:
+        if "classification" in sections:
+            raise GateConfigError(
+                f"{path}: top-level gate(s) {', '.join(sorted(legacy))} beside a classification "
+                f"section; move them into it (known sections: {', '.join(sorted(tasks))})"
+            )
+        sections["classification"] = _section(path, "classification", legacy)
+    return sections.get(task, default_gates(task))

@@ -113,6 +113,7 @@ class ModelCard(BaseModel):
     dataset: _Text
     preprocess: Preprocess
     task: str = "classification"
+    task_options: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("architecture_kwargs")
     @classmethod

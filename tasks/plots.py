@@ -7,14 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-from torch import nn
 
-from delete.data import UnlearningSplits
-from delete.metrics import cross_entropy_loss, predict
-
-__all__ = ["per_class_accuracy_plot", "mia_histogram_plot", "make_plots", "make_plots_task"]
+__all__ = ["per_class_accuracy_plot", "mia_histogram_plot"]
 
 
 def _pyplot():  # type: ignore[no-untyped-def]
@@ -60,16 +54,6 @@ def per_class_accuracy_plot(
     return out
 
 
-def _scores(
-    model: nn.Module, splits: UnlearningSplits, device: str | torch.device
-) -> dict[str, torch.Tensor]:
-    out = {}
-    for name in ("train_forget", "test_forget"):
-        logits, labels = predict(model, getattr(splits, name), device)
-        out[name] = torch.log1p(cross_entropy_loss(logits, labels))
-    return out
-
-
 def mia_histogram_plot(
     before: dict[str, torch.Tensor], after: dict[str, torch.Tensor], path: str | os.PathLike[str]
 ) -> Path:
@@ -95,34 +79,3 @@ def mia_histogram_plot(
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
-
-
-def make_plots(
-    original: nn.Module,
-    unlearned: nn.Module,
-    splits: UnlearningSplits,
-    before_per_class: Sequence[float],
-    after_per_class: Sequence[float],
-    class_names: Sequence[str],
-    out_dir: str | os.PathLike[str],
-    device: str | torch.device = "auto",
-) -> list[Path]:
-    """Write ``per_class_accuracy.png`` and ``mia_histograms.png`` into ``out_dir``."""
-    directory = Path(out_dir)
-    return [
-        per_class_accuracy_plot(
-            before_per_class,
-            after_per_class,
-            class_names,
-            splits.forget_classes,
-            directory / "per_class_accuracy.png",
-        ),
-        mia_histogram_plot(
-            _scores(original, splits, device),
-            _scores(unlearned, splits, device),
-            directory / "mia_histograms.png",
-        ),
-    ]
-
-
-make_plots_task = task(make_plots, name="plots", cache_policy=NO_CACHE)

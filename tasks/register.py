@@ -9,7 +9,6 @@ holds, and the name is free, does the register flow touch DVC or MLflow.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,12 +18,13 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from torch import nn
 
+from delete.applications import UnknownTaskError, get_task
 from delete.checkpoint import file_sha256, load_model
 from delete.data import DatasetBundle
 from delete.errors import CheckpointError, UnknownModelError
-from delete.metrics import accuracy, per_class_accuracy, predict
 from delete.models import ModelSpec, build_model
 from tasks._common import one_line
+from tasks.applications import DEFAULT_TASK_OPTIONS, evaluate_original
 from tasks.dataset import DatasetError
 from tasks.image_dataset import (
     TAG_CLASS_NAMES,
@@ -46,10 +46,8 @@ __all__ = [
     "resolve_path",
     "model_spec_for",
     "validate_card",
-    "evaluate_registered",
     "card_tags",
     "validate_card_task",
-    "evaluate_registered_task",
 ]
 
 #: The ``request_id`` tag of a registered version (as ``bootstrap`` is for the demo model).
@@ -74,6 +72,8 @@ class ValidatedCard:
         spec: The architecture spec stored with the weights.
         model: The model with the weights loaded, in eval mode.
         bundle: The preprocessed, lazily-read train/test dataset.
+        task_options: The task's data options (its defaults, then the card's).
+        metrics: The task's evaluation of the model on the test split.
     """
 
     card: ModelCard
@@ -85,6 +85,8 @@ class ValidatedCard:
     spec: ModelSpec
     model: nn.Module
     bundle: DatasetBundle
+    task_options: dict[str, Any]
+    metrics: dict[str, float]
 
 
 def resolve_path(value: str, card_dir: Path, root: Path, what: str) -> Path:
@@ -212,10 +214,10 @@ def validate_card(settings: PipelineSettings, card_path: str | Path) -> Validate
     """
     path = Path(card_path)
     card = load_card(path)
-    if card.task != "classification":
-        raise CardError(
-            f"{path.name}: register supports task classification only, got {card.task!r}"
-        )
+    try:
+        task_spec = get_task(card.task)
+    except UnknownTaskError as exc:
+        raise CardError(f"{path.name}: {one_line(exc)}") from None
     card_dir, root = path.resolve().parent, settings.root
     dataset_dir = resolve_path(card.dataset, card_dir, root, "dataset")
     rel = _inside_root(dataset_dir, root, card.dataset)
@@ -234,6 +236,12 @@ def validate_card(settings: PipelineSettings, card_path: str | Path) -> Validate
     weights = resolve_path(card.weights, card_dir, root, "weights")
     model = _load_weights(card, weights, spec)
     _check_forward(model, bundle, card)
+    options = {**DEFAULT_TASK_OPTIONS.get(card.task, {}), **card.task_options}
+    try:  # the task's own data and evaluation: a model that does not fit its task stops here
+        data = task_spec.load_data(bundle=bundle, **options)
+        metrics = evaluate_original(card.task, model, data)
+    except Exception as exc:  # noqa: BLE001 - any failure is the card's, said in one line
+        raise CardError(f"model does not fit task {card.task!r}: {one_line(exc)}") from None
     if dvc_file_for(settings, rel).exists():
         try:
             check_tracked_clean(settings, rel)
@@ -254,17 +262,9 @@ def validate_card(settings: PipelineSettings, card_path: str | Path) -> Validate
         spec=spec,
         model=model,
         bundle=bundle,
+        task_options=options,
+        metrics=metrics,
     )
-
-
-def evaluate_registered(model: nn.Module, bundle: DatasetBundle) -> dict[str, float]:
-    """Test-split accuracy overall and per class (``acc_test``, ``acc_test_class_<i>``), in %."""
-    logits, labels = predict(model, bundle.test, "cpu")
-    per_class = per_class_accuracy(logits, labels, bundle.num_classes).tolist()
-    return {
-        "acc_test": accuracy(logits, labels),
-        **{f"acc_test_class_{i}": float(v) for i, v in enumerate(per_class) if math.isfinite(v)},
-    }
 
 
 def card_tags(validated: ValidatedCard, dataset_md5: str) -> dict[str, Any]:
@@ -285,6 +285,3 @@ def card_tags(validated: ValidatedCard, dataset_md5: str) -> dict[str, Any]:
 
 
 validate_card_task = task(validate_card, name="validate-model-card", cache_policy=NO_CACHE)
-evaluate_registered_task = task(
-    evaluate_registered, name="evaluate-registered", cache_policy=NO_CACHE
-)

@@ -46,6 +46,8 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 __all__ = [
+    "LOCAL_MLFLOW_UI",
+    "mlflow_page",
     "EXPERIMENT_NAME",
     "CHAMPION",
     "CHALLENGER",
@@ -786,3 +788,28 @@ register_version_task = task(
     **IO_RETRY_POLICY,
 )
 resolve_model_task = task(resolve_model, name="load-model-version", cache_policy=NO_CACHE)
+
+
+#: Where ``unlearn ui`` (``mlflow ui``) serves an embedded store.
+LOCAL_MLFLOW_UI = "http://127.0.0.1:5000"
+
+
+def mlflow_page(
+    settings: PipelineSettings,
+    run_id: str,
+    name: str | None = None,
+    version: int | str | None = None,
+) -> tuple[str, bool]:
+    """The MLflow UI page of a model version (else of its run), and whether it needs the local
+    UI started first (an embedded store) rather than being served by a tracking server.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> mlflow_page(SimpleNamespace(mlflow_tracking_uri="http://mlflow:5000/"), "r1", "m", 2)
+        ('http://mlflow:5000/#/models/m/versions/2', False)
+    """
+    uri = settings.mlflow_tracking_uri.rstrip("/")
+    served = uri.startswith(("http://", "https://"))
+    base = uri if served else LOCAL_MLFLOW_UI
+    page = f"{base}/#/models/{name}/versions/{version}" if name and version else None
+    return page or f"{base}/#/runs/{run_id}", not served

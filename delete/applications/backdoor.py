@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from delete.applications._evaluation import _outputs
@@ -43,6 +43,7 @@ from delete.applications.backdoor_poison import (
 from delete.applications.task_spec import TaskSpec
 from delete.data import DatasetBundle, ImageTensorDataset, load_dataset
 from delete.errors import InvalidClassError
+from delete.metrics import predict
 from delete.models import ModelSpec
 from delete.training import TrainConfig
 
@@ -196,13 +197,15 @@ def evaluate_backdoor(
         ``clean_acc`` (clean test accuracy), ``target_clean_acc`` (clean accuracy on the
         target class alone: a defence that simply forgets the target class shows here),
         ``asr`` (triggered non-target images predicted as the target) and ``triggered_acc``
-        (triggered images predicted as their true class).
+        (triggered images predicted as their true class), and ``class_acc/<class>`` (clean
+        test accuracy per class).
 
     Example:
         >>> from delete.models import SmallCNN
         >>> data = load_backdoor_data(augment=False)
-        >>> sorted(evaluate_backdoor(SmallCNN(10, 1), data))
-        ['asr', 'clean_acc', 'target_clean_acc', 'triggered_acc']
+        >>> m = evaluate_backdoor(SmallCNN(10, 1), data)
+        >>> sorted(k for k in m if "/" not in k), len([k for k in m if "/" in k])
+        (['asr', 'clean_acc', 'target_clean_acc', 'triggered_acc'], 10)
     """
     dev = torch.device(device) if isinstance(device, str) else device
     model.to(dev)
@@ -211,16 +214,38 @@ def evaluate_backdoor(
     clean_pred, clean_y = torch.cat([p for p, _ in clean]), torch.cat([y for _, y in clean])
     trig_pred, trig_y = torch.cat([p for p, _ in trig]), torch.cat([y for _, y in trig])
     is_target = clean_y == data.target
+    correct = (clean_pred == clean_y).double()
     return {
         "clean_acc": 100.0 * float((clean_pred == clean_y).double().mean()),
         "target_clean_acc": 100.0 * float((clean_pred[is_target] == data.target).double().mean()),
         "asr": attack_success_rate(trig_pred, trig_y, data.target),
         "triggered_acc": 100.0 * float((trig_pred == trig_y).double().mean()),
+        **{
+            f"class_acc/{name}": 100.0 * float(correct[clean_y == c].mean())
+            if bool((clean_y == c).any())
+            else float("nan")
+            for c, name in enumerate(data.class_names)
+        },
     }
 
 
 def _default_forget(data: BackdoorData) -> tuple[int, ...]:
     return (data.target,)
+
+
+def _known_poisoned(
+    data: BackdoorData, source_labels: Tensor, forget_classes: Sequence[int]
+) -> list[int]:
+    """The defender's known poisoned samples (poisoning keeps the source's sample order)."""
+    return [int(i) for i in data.known.tolist()]
+
+
+def _clean_test_logits(
+    model: nn.Module, data: BackdoorData, forget_classes: Sequence[int], device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """The whole clean test split: the target class must keep working on clean images."""
+    logits, labels = predict(model, data.test, device)
+    return logits.float(), labels
 
 
 BACKDOOR_TASK: TaskSpec[BackdoorData] = TaskSpec(
@@ -236,4 +261,9 @@ BACKDOOR_TASK: TaskSpec[BackdoorData] = TaskSpec(
     train_config=TrainConfig(epochs=6, lr=0.05),
     delete_hparams={"lr": 1e-3, "epochs": 20},
     headline=("clean_acc", "target_clean_acc", "asr", "triggered_acc"),
+    metrics=("clean_acc", "target_clean_acc", "asr", "triggered_acc"),
+    forget_sources=_known_poisoned,
+    behaviour=_clean_test_logits,
+    # The product's target: ASR under 5% for at most 2 points of clean accuracy.
+    default_gates={"max_asr": 5.0, "max_drop_clean_acc": 2.0},
 )

@@ -33,7 +33,8 @@ from delete.applications.segmentation_data import IGNORE_INDEX, SegmentationBund
 from delete.applications.segmentation_metrics import confusion_matrix, iou_per_class, mean_iou
 from delete.applications.task_spec import LossFn, TaskSpec
 from delete.applications.voc import load_voc_segmentation
-from delete.errors import DatasetError
+from delete.errors import DatasetError, InvalidClassError
+from delete.metrics import predict
 from delete.models import ModelSpec
 from delete.training import TrainConfig
 
@@ -111,7 +112,16 @@ def segmentation_loss(model: nn.Module, background_weight: float = 0.1) -> LossF
     return PixelCrossEntropy(background_weight=background_weight)
 
 
+#: Pixels sampled for the Evidently report (all pixels would be ~300k rows).
+_BEHAVIOUR_PIXELS = 20_000
+
+
 def _split(data: SegmentationBundle, forget_classes: Sequence[int]) -> tuple[Dataset, Dataset]:
+    if 0 in forget_classes:
+        raise InvalidClassError(
+            f"class 0 ({data.class_names[0]!r}) is the background of every scene and cannot be "
+            'forgotten; name digit classes, e.g. "3"'
+        )
     has = data.train.contains(forget_classes)
     if not bool(has.any()):
         raise DatasetError(f"no training image contains the class(es) {list(forget_classes)}")
@@ -128,6 +138,31 @@ def _forget_set(data: SegmentationBundle, forget_classes: Sequence[int]) -> Data
 def _retain_set(data: SegmentationBundle, forget_classes: Sequence[int]) -> Dataset:
     """Training images without any pixel of a forgotten class."""
     return _split(data, forget_classes)[1]
+
+
+def _source_digits(
+    data: SegmentationBundle, source_labels: Tensor, forget_classes: Sequence[int]
+) -> list[int]:
+    """The digit images a forgotten scene class is drawn from (scene class c is digit c - 1)."""
+    digits = torch.tensor([c - 1 for c in forget_classes])
+    return torch.nonzero(torch.isin(source_labels, digits)).flatten().tolist()
+
+
+def _retained_pixels(
+    model: nn.Module, data: SegmentationBundle, forget_classes: Sequence[int], device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """A seeded sample of test pixels whose class is retained, one logit row per pixel."""
+    logits, labels = predict(model, data.test, device)
+    logits = logits.float().permute(0, 2, 3, 1).reshape(-1, logits.shape[1])
+    labels = labels.reshape(-1)
+    forget = torch.as_tensor(list(forget_classes), dtype=torch.long)
+    keep = (labels != data.ignore_index) & ~torch.isin(labels, forget)
+    index = torch.nonzero(keep).flatten()
+    generator = torch.Generator().manual_seed(0)
+    chosen = (
+        index[torch.randperm(len(index), generator=generator)[:_BEHAVIOUR_PIXELS]].sort().values
+    )
+    return logits[chosen], labels[chosen]
 
 
 def _model_spec(data: SegmentationBundle) -> ModelSpec:
@@ -147,7 +182,7 @@ def evaluate_segmentation(
         ``iou_forget`` (mean IoU of the forgotten classes), ``miou_retain`` (mean IoU of the
         other classes, background included), ``forget_as_background`` (share of the forgotten
         classes' pixels predicted as background, class 0), ``pixel_acc``, and
-        ``iou/<class name>`` for every class.
+        ``class_iou/<class name>`` for every class.
 
     Example:
         >>> from delete.applications.segmentation_data import SegmentationTensorDataset
@@ -155,7 +190,7 @@ def evaluate_segmentation(
         >>> data = SegmentationBundle("toy", ds, ds, ["background", "thing"])
         >>> m = evaluate_segmentation(nn.Conv2d(1, 2, 1), data, [1])
         >>> sorted(m)[:3]
-        ['forget_as_background', 'iou/background', 'iou/thing']
+        ['class_iou/background', 'class_iou/thing', 'forget_as_background']
         >>> sorted(m)[3:]
         ['iou_forget', 'miou_retain', 'pixel_acc']
     """
@@ -178,7 +213,10 @@ def evaluate_segmentation(
         "pixel_acc": 100.0 * float(conf.diag().sum()) / max(int(conf.sum()), 1),
     }
     metrics.update(
-        {f"iou/{name}": 100.0 * float(v) for name, v in zip(data.class_names, iou, strict=True)}
+        {
+            f"class_iou/{name}": 100.0 * float(v)
+            for name, v in zip(data.class_names, iou, strict=True)
+        }
     )
     return metrics
 
@@ -197,4 +235,10 @@ SEGMENTATION_TASK: TaskSpec[SegmentationBundle] = TaskSpec(
     delete_hparams={"lr": 0.01, "epochs": 3},
     unlearn_batch_size=32,
     headline=("iou_forget", "miou_retain", "forget_as_background", "pixel_acc"),
+    metrics=("iou_forget", "miou_retain", "forget_as_background", "pixel_acc"),
+    per_class_metric="class_iou",
+    per_class_label="IoU",
+    forget_sources=_source_digits,
+    behaviour=_retained_pixels,
+    default_gates={"max_iou_forget": 5.0, "max_drop_miou_retain": 5.0},
 )

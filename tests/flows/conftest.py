@@ -29,7 +29,9 @@ import pytest  # noqa: E402
 MAX_PER_CLASS = 50
 TRAIN_EPOCHS = 2
 #: Gates every request of the shared root is judged by (lenient: the tiny model is weak).
-LENIENT_GATES = "max_test_forget_accuracy: 5.0\nmax_retain_accuracy_drop: 50.0\nmia_auc_band: 0.5\n"
+LENIENT_GATES = (
+    "classification:\n  max_acc_forget: 5.0\n  max_drop_acc_retain: 50.0\n  max_mia_gap: 0.5\n"
+)
 MODEL = "mnist5k-classifier"
 
 

@@ -326,7 +326,7 @@ CASES: list[Case] = [
     ),
     Case(
         "no-forget-samples",
-        "have no training images at data version",
+        "have no training samples; nothing to forget",
         fields={"forget_classes": "[5]"},
         setup=_dataset_without_class_5,
     ),

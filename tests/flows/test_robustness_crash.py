@@ -239,22 +239,40 @@ def test_same_id_different_content_is_rejected(
     assert "not a cryptographic" in _certificate(settings, "idem-twice")
 
 
-def test_same_id_different_content_after_a_rejection(
+def test_a_rejection_as_written_leaves_the_id_free_for_the_fixed_request(
     crash_model: str, project: dict[str, Any], tmp_path: Path
 ) -> None:
-    """The id is taken by the first content even when that request was rejected."""
+    """A request refused before anything ran (a class the model lacks) does not burn its id:
+    the corrected file under the same id is applied, once; the rejection stays on record."""
+    from tasks.audit import open_audit_log, request_record_path
+    from tasks.registry import versions_for_request
+
     settings = project["settings"]
     first = write_request(
         tmp_path / "typo.yaml", "idem-typo", model=crash_model, forget_classes="[cat]"
     )
     assert _submit_and_process(settings, first)["status"] == "rejected"
-    snapshot = registry_snapshot(settings)
     fixed = write_request(
-        tmp_path / "fixed.yaml", "idem-typo", model=crash_model, forget_classes="[3]"
+        tmp_path / "fixed.yaml",
+        "idem-typo",
+        model=crash_model,
+        forget_classes="[3]",
+        hparams="{epochs: 2}",
     )
     result = _submit_and_process(settings, fixed)
-    assert result["status"] == "rejected" and "different content" in result["reason"]
-    assert registry_snapshot(settings) == snapshot
+    assert result["state"] == "done" and result["status"] == "completed", result
+    assert len(versions_for_request(settings, crash_model, "idem-typo")) == 1
+    audit = open_audit_log(settings)
+    assert len(audit.find(event="request.rejected", request_id="idem-typo")) == 1
+    assert len(audit.find(event="request.completed", request_id="idem-typo")) == 1
+    history = request_record_path(settings, "idem-typo").parent / "history"
+    assert any(h.name.startswith("idem-typo.") for h in history.iterdir())  # rejection kept
+    # Once applied, the id is burnt: other content under it is refused.
+    other = write_request(
+        tmp_path / "other.yaml", "idem-typo", model=crash_model, forget_classes="[5]"
+    )
+    again = _submit_and_process(settings, other)
+    assert again["status"] == "rejected" and "different content" in again["reason"]
 
 
 # --- retries: transient I/O of the MLflow store and the DVC remote only -----------------------
@@ -285,7 +303,7 @@ def test_only_mlflow_and_dvc_remote_io_is_retried() -> None:
     from tasks._retry import retry_on_transient_io
 
     found = _pipeline_tasks()
-    assert {"unlearn", "export-onnx", "evaluate-model", "move-alias"} <= set(found)
+    assert {"unlearn", "export-onnx", "evaluate-task-model", "move-alias"} <= set(found)
     retried = {name for name, t in found.items() if t.retries}
     assert retried == {"mlflow-log-run", "mlflow-register-version", "dvc-push"}
     assert all(found[name].retry_condition_fn is retry_on_transient_io for name in retried)

@@ -24,7 +24,7 @@ from tests.flows.conftest import MAX_PER_CLASS, init_project_root
 #: Classification gates as in the shared root; task sections lenient where a 500-image model
 #: cannot do better, the backdoor left at the shipped defaults (the product's target).
 GATES = (
-    "max_test_forget_accuracy: 5.0\nmax_retain_accuracy_drop: 50.0\nmia_auc_band: 0.5\n"
+    "classification:\n  max_acc_forget: 5.0\n  max_drop_acc_retain: 50.0\n  max_mia_gap: 0.5\n"
     "face:\n  max_acc_forget: 5.0\n  max_drop_acc_retain: 50.0\n"
     "segmentation:\n  max_iou_forget: 100.0\n  max_drop_miou_retain: 50.0\n"
 )
@@ -109,7 +109,7 @@ def test_request_is_unlearned_gated_and_registered_by_task(
     task_root: dict[str, Any], task: str
 ) -> None:
     from delete.applications import get_task
-    from tasks.evaluation import check_task_gates, load_gates
+    from tasks.evaluation import load_gates
     from tasks.registry import CHAMPION, get_alias, version_tags
 
     settings = task_root["settings"]
@@ -120,19 +120,28 @@ def test_request_is_unlearned_gated_and_registered_by_task(
     assert set(get_task(task).headline) <= set(after) and set(get_task(task).headline) <= set(
         before
     )
-    # the verdict is the task's own gates on the task's own metrics
+    # the verdict is the task's own gates on the task's own metrics, read by the grammar
+    # (max_<m>: the new value; max_drop_<m>: parent minus new), recomputed here by hand
+    record = json.loads(Path(result["record_path"]).read_text())
     gates = load_gates(settings.gates_file, task)
-    expected = check_task_gates(before, after, gates)
-    assert result["verdict"] == expected.label and result["reasons"] == expected.reasons
+    checks = {c["name"]: c for c in record["verdict"]["checks"]}
+    assert set(checks) == set(gates)
+    for name, check in checks.items():
+        metric = name.removeprefix("max_drop_").removeprefix("max_")
+        value = before[metric] - after[metric] if name.startswith("max_drop_") else after[metric]
+        assert check["value"] == pytest.approx(value), name
+        assert check["passed"] == (value <= gates[name]), name
+    passed = all(c["passed"] for c in checks.values())
+    label = "passed" if passed else "rejected"
+    assert result["verdict"] == label
     tags = version_tags(settings, model, 2)
     assert tags["task"] == task and json.loads(tags["task.options"]) == json.loads(
         version_tags(settings, model, 1)["task.options"]
     )
     assert tags["forget_classes"] == json.dumps(CASES[task]["classes"])
-    assert tags["pipeline.complete"] == "true" and tags["gate.verdict"] == expected.label
+    assert tags["pipeline.complete"] == "true" and tags["gate.verdict"] == label
     # promotion only through the gates: a rejected version never becomes the champion
-    assert get_alias(settings, model, CHAMPION) == (2 if expected.passed else 1)
-    record = json.loads(Path(result["record_path"]).read_text())
+    assert get_alias(settings, model, CHAMPION) == (2 if passed else 1)
     assert record["task"] == task and record["gates"] == gates
 
 

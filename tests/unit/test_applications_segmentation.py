@@ -236,4 +236,4 @@ def test_unlearn_a_class_of_a_segmentation_model_through_the_api() -> None:
     unlearned = delete.unlearn(model, forget_loader, [1], device="cpu", epochs=1, progress=False)
     metrics = evaluate_segmentation(unlearned, data, [1])
     assert {"iou_forget", "miou_retain", "forget_as_background", "pixel_acc"} <= set(metrics)
-    assert metrics["iou/a"] == metrics["iou_forget"]
+    assert metrics["class_iou/a"] == metrics["iou_forget"]
