@@ -78,7 +78,10 @@ class _NoFailureTraces(logging.Filter):
         if record.exc_info:
             return False
         failed_run = record.name.startswith(("prefect.flow_runs", "prefect.task_runs"))
-        return not (failed_run and record.levelno >= logging.ERROR)
+        # At exit Prefect's event worker may still be flushing to the API and says so; the
+        # events still reach the API, and the operator's one error line must stay one line.
+        flushing = record.getMessage().startswith("Still processing items")
+        return not ((failed_run and record.levelno >= logging.ERROR) or flushing)
 
 
 def hide_prefect_failure_logs() -> None:

@@ -37,7 +37,7 @@ from tasks.audit import open_audit_log
 from tasks.dataset import ensure_dataset_task, load_dataset_task, push_to_remote_task
 from tasks.registry import CHAMPION, find_version_for_request, get_alias
 
-__all__ = ["BOOTSTRAP_REQUEST_ID", "bootstrap_flow", "train_original"]
+__all__ = ["BOOTSTRAP_REQUEST_ID", "bootstrap_flow", "check_task_options", "train_original"]
 
 #: The ``request_id`` tag of the original model's version (the bootstrap's idempotency key).
 BOOTSTRAP_REQUEST_ID = "bootstrap"
@@ -70,8 +70,13 @@ def train_original(
     return model, model_spec, evaluate_original(task_name, model, data)
 
 
-def _task_options(task_name: str, given: dict[str, Any] | None) -> dict[str, Any]:
-    """The task's default data options under ``given``; an option its loader lacks is refused."""
+def check_task_options(task_name: str, given: dict[str, Any] | None) -> dict[str, Any]:
+    """The task's default data options under ``given``; an option its loader lacks is refused.
+
+    Raises:
+        ValueError: An option the task's data loader does not take (checked by the CLI before
+            any flow starts, and again by the flow).
+    """
     options = {**DEFAULT_TASK_OPTIONS.get(task_name, {}), **(given or {})}
     params = inspect.signature(get_task(task_name).load_data).parameters
     accepted = set(params) - {"bundle", "root", "dataset"}
@@ -117,7 +122,7 @@ def bootstrap_flow(
     started = time.perf_counter()
     settings = settings_for(root)
     get_task(task)  # an unknown task fails before any work
-    options = _task_options(task, task_options)
+    options = check_task_options(task, task_options)
     name = model_name or default_model_name(settings.registered_model, task)
     audit = open_audit_log(settings)  # refuse to start without an audit key
     version = ensure_dataset_task(settings, max_per_class=max_per_class)

@@ -244,7 +244,7 @@ def bootstrap(
     settings = _settings(ctx)
     _require_audit_key(settings)  # before Prefect is even imported
     from delete.applications import get_task
-    from flows.bootstrap import bootstrap_flow
+    from flows.bootstrap import bootstrap_flow, check_task_options
 
     get_task(task)
     options: dict[str, Any] = {}
@@ -256,6 +256,7 @@ def bootstrap(
             options[key] = json.loads(raw)
         except json.JSONDecodeError:
             options[key] = raw
+    check_task_options(task, options)  # a bad option is one line, before any flow starts
     with _flow_progress(f"bootstrapping a {task} model"):
         result = bootstrap_flow(
             root=str(settings.root),

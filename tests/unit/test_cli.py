@@ -385,11 +385,22 @@ def test_a_real_process_prints_one_line_without_a_key(root: Path) -> None:
 
 
 @pytest.mark.subprocess
-def test_a_flow_that_fails_prints_one_line_no_traceback_no_telemetry(root: Path) -> None:
+def test_a_bad_option_is_one_line_before_any_flow_starts(root: Path) -> None:
     root.mkdir()
     done = _cli(root, "bootstrap", "--task", "face", "--option", "bogus=1", key=KEY)
     assert done.returncode == 1 and done.stdout == ""
     assert "unknown face option(s) ['bogus']" in _one_error_line(done.stderr)
+    assert not (root / "data.dvc").exists()  # refused before the flow versioned anything
+
+
+@pytest.mark.subprocess
+def test_a_flow_that_fails_prints_one_line_no_traceback_no_telemetry(root: Path) -> None:
+    root.mkdir()
+    # An option the loader accepts but cannot build: the flow starts, then fails inside Prefect.
+    done = _cli(root, "bootstrap", "--task", "segmentation", "--option", "num_train=-3", key=KEY)
+    assert done.returncode == 1 and done.stdout == ""
+    assert "must be non-negative" in _one_error_line(done.stderr)
+    assert (root / "data.dvc").exists()  # it did fail inside the flow, after versioning the data
 
 
 # --- what the operator sees -----------------------------------------------------------------
