@@ -358,7 +358,20 @@ class _Artifacts:
     plots: list[Path]
 
 
-@flow(name="unlearn", log_prints=True)
+def _run_name() -> str:
+    """``unlearn/<request_id>``: the Prefect UI lists runs by the request they serve."""
+    from prefect.runtime import flow_run
+
+    request = flow_run.parameters.get("request")
+    if isinstance(request, dict):
+        return f"unlearn/{request.get('request_id', 'unnamed')}"
+    try:
+        return f"unlearn/{_parse(str(request)).request_id}"
+    except Exception:  # noqa: BLE001 - an unreadable file still gets a run; it is rejected in it
+        return f"unlearn/{Path(str(request)).stem}"
+
+
+@flow(name="unlearn", log_prints=True, flow_run_name=_run_name)
 def unlearn_flow(
     request: dict[str, Any] | str,
     root: str | None = None,

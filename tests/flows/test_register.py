@@ -459,3 +459,47 @@ def test_importable_callable_grayscale_non_square_card_validates_and_exports(
     (onnx_logits,) = session.run(None, {session.get_inputs()[0].name: image.numpy()})
     with torch.no_grad():
         np.testing.assert_allclose(onnx_logits, checked.model(image).numpy(), atol=1e-4)
+
+
+def test_refuses_a_model_that_does_not_fit_its_task(
+    tmp_path: Path, weights_cache: dict[str, Path]
+) -> None:
+    """A plain classifier declared a face model: face verification needs embeddings."""
+    card = CARD.replace("task: classification", "task: face")
+    root = new_root(tmp_path, weights_cache["good"], card)
+    _assert_refused(root, "model does not fit task 'face'")
+
+
+def test_refuses_an_unknown_task(tmp_path: Path, weights_cache: dict[str, Path]) -> None:
+    root = new_root(
+        tmp_path, weights_cache["good"], CARD.replace("task: classification", "task: ocr")
+    )
+    _assert_refused(root, "unknown task 'ocr'")
+
+
+def test_a_face_card_is_validated_with_the_face_metrics(tmp_path: Path) -> None:
+    """``task: face`` on a team's identity folders: the folder names stay the identities and
+    the model is evaluated with verification as well as identity accuracy, before any write."""
+    from delete.applications.face_model import CosineFaceNet
+    from tasks.register import validate_card
+    from tasks.settings import PipelineSettings
+
+    card = (
+        "name: team-faces\n"
+        "architecture: face_cosine\n"
+        "architecture_kwargs: {embedding_dim: 16, width: 8}\n"
+        "weights: incoming/faces.pt\n"
+        "dataset: datasets/shapes\n"
+        "preprocess: {channels: 3, size: 32}\n"
+        "task: face\n"
+    )
+    root = new_root(tmp_path, None, card)
+    (root / "incoming").mkdir()
+    torch.manual_seed(0)
+    net = CosineFaceNet(num_classes=3, in_channels=3, embedding_dim=16, width=8)
+    torch.save(net.eval().state_dict(), root / "incoming" / "faces.pt")
+    checked = validate_card(PipelineSettings.from_env(root), root / "card.yaml")
+    assert checked.card.task == "face"
+    assert {"acc_retain", "tar_retain"} <= set(checked.metrics)
+    assert sorted(k for k in checked.metrics if "/" in k) == [f"class_acc/{c}" for c in CLASSES]
+    assert not (root / "datasets" / "shapes.dvc").exists()  # validation writes nothing

@@ -143,6 +143,11 @@ def test_request_is_unlearned_gated_and_registered_by_task(
     # promotion only through the gates: a rejected version never becomes the champion
     assert get_alias(settings, model, CHAMPION) == (2 if passed else 1)
     assert record["task"] == task and record["gates"] == gates
+    # the Prefect UI lists the run by the request it served, not a random name
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(record["flow_run_id"]).name == f"unlearn/{task}-0001"
 
 
 def test_face_request_forgets_the_identity(task_root: dict[str, Any]) -> None:
