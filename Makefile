@@ -33,7 +33,7 @@ test: $(STAMP) ## Run every test (unit, flows, behavioral, doctests)
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP) ## Unit tests and doctests only
-	$(PY) -m pytest -q tests/unit delete
+	$(PY) -m pytest -q tests/unit delete tasks flows
 
 bench: $(STAMP) ## Quick benchmarks: methods, applications, pipeline overhead, DELETE defaults on the model zoo
 	$(PY) -m delete.bench --quick --out bench_results
