@@ -22,19 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-from torch import Tensor, nn
-
-from delete.data import ImageTensorDataset
-from delete.metrics import predict
+from torch import Tensor
 
 __all__ = [
     "DRIFT_EXPLANATION",
     "EvidentlyReport",
-    "build_evidently_report",
     "build_evidently_report_from_logits",
-    "evidently_report_task",
 ]
 
 #: What "drift" means in this report; printed next to every drift figure.
@@ -175,20 +168,6 @@ def _headline(snapshot: dict[str, Any]) -> dict[str, float | None]:
         elif name.startswith("DriftedColumnsCount(") and isinstance(value, dict):
             out["drifted"], out["share"] = value.get("count"), value.get("share")
     return out
-
-
-def build_evidently_report(
-    original: nn.Module,
-    unlearned: nn.Module,
-    retained_test: ImageTensorDataset,
-    class_names: Sequence[str],
-    out_dir: str | os.PathLike[str],
-    device: str | torch.device = "auto",
-) -> EvidentlyReport:
-    """Run both models on ``retained_test`` and write ``evidently_report.{html,json}``."""
-    ref_logits, labels = predict(original, retained_test, device)
-    cur_logits, _ = predict(unlearned, retained_test, device)
-    return build_evidently_report_from_logits(ref_logits, cur_logits, labels, class_names, out_dir)
 
 
 def build_evidently_report_from_logits(
@@ -501,6 +480,3 @@ def _inject_header(path: Path, title: str, body: str) -> None:
     page = page.replace("<head>", f"<head><title>{html.escape(title)}</title>", 1)
     page = page.replace("<body>", "<body>" + header, 1)
     path.write_text(page, encoding="utf-8")
-
-
-evidently_report_task = task(build_evidently_report, name="evidently-report", cache_policy=NO_CACHE)
