@@ -3,9 +3,10 @@
 Training (:func:`delete.training.train_classifier`) and unlearning (every
 :class:`delete.engine.EngineRun`, so every method and the automatic selection's candidates)
 report one :class:`EpochProgress` when they start and one per finished epoch to the listeners
-registered with :func:`progress_listener`. The library itself stays free of any terminal
-code: a command line renders the events (``unlearn`` draws ``rich`` bars with an ETA), a
-notebook may log them.
+registered with :func:`progress_listener`; evaluation passes (:func:`delete.metrics.predict`
+over a dataset) report per batch (``stage="evaluate"``, ``unit="batches"``). The library
+itself stays free of any terminal code: a command line renders the events (``unlearn`` draws
+``rich`` bars with an ETA), a notebook may log them.
 
 Listeners are process-wide rather than a parameter, because the code that starts a run (a
 pipeline task, a benchmark) is rarely the code that knows where progress should be shown.
@@ -27,7 +28,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-__all__ = ["EpochProgress", "ProgressCallback", "progress_listener", "report_epoch"]
+__all__ = [
+    "EpochProgress",
+    "ProgressCallback",
+    "has_listeners",
+    "progress_listener",
+    "report_epoch",
+]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +53,8 @@ class EpochProgress:
         total: Epochs planned; under automatic selection an upper bound (the stopping rule
             may end the run sooner).
         loss: Mean training loss of the epoch, when known.
+        unit: What ``epoch`` and ``total`` count: ``epochs``, or ``batches`` for an
+            evaluation pass (``stage="evaluate"``).
     """
 
     stage: str
@@ -54,6 +63,7 @@ class EpochProgress:
     epoch: int
     total: int
     loss: float | None = None
+    unit: str = "epochs"
 
 
 ProgressCallback = Callable[[EpochProgress], None]
@@ -73,6 +83,11 @@ def progress_listener(callback: ProgressCallback) -> Iterator[None]:
     finally:
         with _lock:
             _listeners.remove(callback)
+
+
+def has_listeners() -> bool:
+    """Whether anybody listens (a hot loop skips building events nobody reads)."""
+    return bool(_listeners)
 
 
 def report_epoch(event: EpochProgress) -> None:

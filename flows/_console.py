@@ -113,7 +113,7 @@ class EpochBars:
 
     def __call__(self, event: EpochProgress) -> None:
         key = (event.stage, event.label)
-        detail = f"{event.epoch}/{event.total} epochs"
+        detail = f"{event.epoch}/{event.total} {event.unit}"
         if event.loss is not None:
             detail += f", loss {event.loss:.4f}"
         known = self._bars.get(key)
@@ -158,6 +158,8 @@ class EpochLines:
         self._started: dict[int, tuple[float, int]] = {}
 
     def __call__(self, event: EpochProgress) -> None:
+        if event.unit != "epochs":
+            return  # a line per evaluation batch would drown the log
         now = self.clock()
         started, first = self._started.setdefault(event.run, (now, event.epoch))
         if event.epoch <= first:

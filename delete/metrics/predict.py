@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator
 
 import torch
@@ -12,6 +13,7 @@ from delete._device import resolve_device
 from delete.data.lazy_dataset import LazyImageDataset
 from delete.data.tensor_dataset import ImageTensorDataset
 from delete.metrics._validation import MetricInputError
+from delete.progress import EpochProgress, has_listeners, report_epoch
 
 __all__ = ["predict"]
 
@@ -31,6 +33,10 @@ def _batches(
         yield from DataLoader(source, batch_size=batch_size, shuffle=False, num_workers=0)
     else:
         yield from source
+
+
+#: Tells one evaluation pass's progress events from the next one's.
+_passes = itertools.count(1)
 
 
 def predict(
@@ -72,11 +78,20 @@ def predict(
     model.to(dev).eval()
     all_logits: list[Tensor] = []
     all_labels: list[Tensor] = []
+    batches = _batches(dataset_or_loader, batch_size)
+    # Batch progress only for a sized dataset read here (a caller's loader may be anything).
+    sized = isinstance(dataset_or_loader, Dataset) and hasattr(dataset_or_loader, "__len__")
+    total = -(-len(dataset_or_loader) // batch_size) if sized else 0  # type: ignore[arg-type]
+    run = next(_passes)
     try:
         with torch.no_grad():
-            for inputs, labels in _batches(dataset_or_loader, batch_size):
+            for done, (inputs, labels) in enumerate(batches, start=1):
                 all_logits.append(model(inputs.to(dev)).float().cpu())
                 all_labels.append(torch.as_tensor(labels).long().cpu())
+                if total > 1 and has_listeners():
+                    report_epoch(
+                        EpochProgress("evaluate", "evaluate", run, done, total, unit="batches")
+                    )
     finally:
         model.to(home).train(was_training)
     if not all_logits or sum(len(x) for x in all_labels) == 0:

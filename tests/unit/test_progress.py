@@ -79,3 +79,23 @@ def test_plain_lines_carry_an_eta() -> None:
         "unlearn delete: epoch 1/10, loss 0.5000, ETA 0:00:45",
         "unlearn delete: epoch 2/10, loss 0.5000, ETA 0:00:40",
     ]
+
+
+def test_an_evaluation_pass_reports_its_batches() -> None:
+    from delete.data import ImageTensorDataset
+    from delete.metrics import predict
+
+    images, labels = tiny_data()
+    dataset = ImageTensorDataset(images[:10], labels[:10])
+    seen: list[EpochProgress] = []
+    with progress_listener(seen.append):
+        predict(TinyNet(), dataset, "cpu", batch_size=4)
+        predict(TinyNet(), dataset, "cpu", batch_size=4)
+    assert [(e.stage, e.unit, e.epoch, e.total) for e in seen[:3]] == [
+        ("evaluate", "batches", i, 3) for i in (1, 2, 3)
+    ]
+    assert len({e.run for e in seen}) == 2  # each pass is its own bar
+    lines: list[str] = []
+    for event in seen:  # the plain-line renderer keeps logs to epochs
+        EpochLines(write=lines.append)(event)
+    assert lines == []
