@@ -10,7 +10,7 @@ export DO_NOT_TRACK := 1
 export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo ui test test-fast bench bench-full bench-scale lint format clean
+.PHONY: help venv demo ui test test-fast bench bench-full bench-scale bench-hosts team-up team-down lint format clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -40,6 +40,18 @@ bench: $(STAMP) ## Quick benchmarks: methods, applications, pipeline overhead, D
 	$(PY) -m delete.applications.bench --quick --out bench_results --threads 1
 	$(PY) -m flows.bench_pipeline --out bench_results
 	$(PY) -m delete.bench.zoo_bench --out bench_results --threads 1
+	$(PY) -m flows.bench_hosts --out bench_results
+
+bench-hosts: $(STAMP) ## Several hosts: 2 workers vs 1 on the same requests, servers vs embedded overhead
+	$(PY) -m flows.bench_hosts --out bench_results
+
+TEAM_DIR ?= /tmp/unlearn-team
+WORKERS ?= 2
+team-up: $(STAMP) ## A team on this machine: prefect + mlflow servers, $(WORKERS) workers in own clones
+	$(PY) -m deploy.team up --dir $(TEAM_DIR) --workers $(WORKERS)
+
+team-down: ## Stop what team-up started
+	$(PY) -m deploy.team down --dir $(TEAM_DIR)
 
 bench-full: $(STAMP) ## Full benchmark (3 seeds x 3 classes + multi-class, every method)
 	$(PY) -m delete.bench --out bench_results/full

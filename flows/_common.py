@@ -11,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks._faults import crash_point
 from tasks.audit import AuditLog
+from tasks.coordination import registry_slot
 from tasks.registry import get_alias, set_alias, set_version_tags, version_tags
 from tasks.settings import PipelineSettings
 
@@ -72,13 +73,16 @@ def move_alias(
     Returns:
         The audit payload (model, alias, from_version, to_version, reason, verdict).
     """
-    # Kept on the version before the move: if the process dies between the move and its audit
-    # record, the retry (resume_alias_move) still records the true from-version.
-    before = get_alias(settings, name, alias)
-    set_version_tags(
-        settings, name, version, {ALIAS_FROM_TAG.format(alias=alias): _tag_version(before)}
-    )
-    previous = set_alias(settings, name, alias, version)
+    # One alias move at a time across hosts (read, tag, move); on one machine set_alias's
+    # flock does it.
+    with registry_slot(settings):
+        # Kept on the version before the move: if the process dies between the move and its
+        # audit record, the retry (resume_alias_move) still records the true from-version.
+        before = get_alias(settings, name, alias)
+        set_version_tags(
+            settings, name, version, {ALIAS_FROM_TAG.format(alias=alias): _tag_version(before)}
+        )
+        previous = set_alias(settings, name, alias, version)
     crash_point("alias.after_move")
     payload = {
         "request_id": request_id,

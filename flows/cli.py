@@ -303,8 +303,14 @@ def submit(
         help="Skip the registry checks (model, alias, classes, id already done); "
         "the flow still checks them when it runs.",
     ),
+    gpu: bool = typer.Option(
+        False, "--gpu", help="With a server: run it on the GPU pool (unlearn-on-demand-gpu)."
+    ),
 ) -> None:
-    """Check a deletion request against the registry and queue it in requests/inbox/."""
+    """Check a deletion request against the registry and queue it: as a flow run of
+    unlearn-on-demand when a Prefect server coordinates several hosts, else in
+    requests/inbox/."""
+    from tasks.coordination import coordination_mode
     from tasks.inbox import Inbox
     from tasks.requests import DeletionRequest, RequestError
 
@@ -314,6 +320,17 @@ def submit(
         from tasks.submission import check_submission
 
         check_submission(settings, request)
+
+    if coordination_mode(settings) == "server":
+        from tasks.dispatch import submit_flow_run
+        from tasks.requests import load_request
+
+        request = load_request(request_file)
+        if not no_check:
+            check(request)
+        run = submit_flow_run(request, gpu=gpu)
+        typer.echo(f"queued {request.request_id} -> flow run {run.flow_run_name} ({run.state})")
+        return
 
     try:
         queued = Inbox(settings).submit(request_file, check=None if no_check else check)
@@ -406,6 +423,11 @@ def status(
             validate_request_id(request_id)
         except ValueError as exc:
             raise RequestError(f"request id: {exc}") from None
+    from tasks.coordination import coordination_mode
+
+    if coordination_mode(settings) == "server":
+        _server_status(request_id, as_json)
+        return
     rows = Inbox(settings).status(request_id)
     if request_id is not None and not rows:
         raise RequestError(f"no request '{request_id}' under {settings.requests_dir}")
@@ -437,6 +459,40 @@ def status(
         for s in rows
     ]
     _print_table(["REQUEST_ID", "STATE", "VERSION", "FILE", "REASON"], table)
+
+
+def _server_status(request_id: str | None, as_json: bool) -> None:
+    """``unlearn status`` with a server: the states of the requests' flow runs."""
+    import dataclasses
+
+    from tasks.dispatch import request_runs
+    from tasks.requests import RequestError
+
+    runs = request_runs(request_id)
+    if request_id is not None and not runs:
+        raise RequestError(f"no flow run carries request '{request_id}'")
+    if as_json:
+        typer.echo(json.dumps([dataclasses.asdict(r) for r in runs], indent=2))
+        return
+    if not runs:
+        typer.echo("no requests submitted to the Prefect server")
+        return
+    table = [
+        [r.request_id, r.state, r.flow_run_name, r.started or "-", r.message or ""] for r in runs
+    ]
+    _print_table(["REQUEST_ID", "STATE", "FLOW_RUN", "STARTED", "MESSAGE"], table)
+
+
+@app.command()
+def recover() -> None:
+    """With a server: mark runs whose worker died CRASHED and rerun their requests."""
+    from tasks.dispatch import recover_interrupted
+
+    reruns = recover_interrupted()
+    for r in reruns:
+        typer.echo(f"rerun {r['request_id']}: flow run {r['crashed_run']} -> {r['rerun']}")
+    if not reruns:
+        typer.echo("nothing to recover")
 
 
 @app.command()

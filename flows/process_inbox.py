@@ -17,7 +17,8 @@ from flows.unlearn import RequestOutcomeError, unlearn_flow
 from tasks._common import one_line
 from tasks._faults import crash_point
 from tasks.audit import open_audit_log
-from tasks.inbox import Inbox, LockTimeoutError, model_lock
+from tasks.coordination import model_slot
+from tasks.inbox import Inbox, LockTimeoutError
 
 __all__ = ["process_inbox_flow", "run_name"]
 
@@ -82,7 +83,7 @@ def process_inbox_flow(
             continue
         request = claim.request
         try:
-            with model_lock(settings, request.model_ref().name, lock_timeout_s):
+            with model_slot(settings, request.model_ref().name, lock_timeout_s):
                 # named after the request in Prefect's UI, not a random `cream-aardvark`
                 named = unlearn_flow.with_options(flow_run_name=run_name(request.request_id))
                 summary = named(

@@ -82,6 +82,7 @@ from tasks.applications import (
     task_tags,
 )
 from tasks.audit import AuditLog, open_audit_log, write_request_record
+from tasks.coordination import alive, model_slot
 from tasks.dataset import (
     DataVersionMismatchError,
     ForgetManifest,
@@ -91,7 +92,6 @@ from tasks.dataset import (
 from tasks.evaluation import GateVerdict, check_gates, load_gates
 from tasks.export import ModelPackage, package_model_task
 from tasks.image_dataset import lineage_tags, load_model_dataset_task
-from tasks.inbox import model_lock
 from tasks.record import RequestRecord
 from tasks.registry import (
     CHALLENGER,
@@ -418,8 +418,10 @@ def unlearn_flow(
             request_content_sha256=parsed.content_hash(),
         )
         ref = parsed.model_ref()
-        lock = model_lock(settings, ref.name, lock_timeout_s) if hold_lock else nullcontext()
-        with lock:
+        # model_slot: a Prefect concurrency slot when several hosts share the registry, the
+        # local flock on one machine; alive: this run's pulse, for `unlearn recover`
+        lock = model_slot(settings, ref.name, lock_timeout_s) if hold_lock else nullcontext()
+        with alive(settings), lock:
             return _apply(ctx, parsed)
     except Exception as exc:
         _record_failure(ctx, exc)

@@ -55,6 +55,7 @@ __all__ = [
     "AuditError",
     "AuditLog",
     "AuditVerification",
+    "SharedAuditLog",
     "GENESIS_HASH",
     "DEMO_AUDIT_KEY",
     "MIN_KEY_BYTES",
@@ -217,11 +218,7 @@ class AuditLog:
         Raises:
             AuditError: Bad event name or payload, or the log's tail is corrupt.
         """
-        if not isinstance(event, str) or not re.fullmatch(_EVENT_PATTERN, event):
-            raise AuditError(f"invalid audit event name {event!r}")
-        if not isinstance(payload, dict):
-            raise AuditError(f"audit payload must be a dict, not {type(payload).__name__}")
-        clean = to_jsonable(payload)
+        clean = self._validate(event, payload)
         with self._locked(exclusive=True) as fd:
             size = os.fstat(fd).st_size
             if size == 0:
@@ -236,16 +233,7 @@ class AuditLog:
                         "(run `unlearn audit verify`)"
                     ) from None
                 prev_hash = _sha256(last)
-            body = {
-                "seq": seq,
-                "ts": dt.datetime.now(dt.UTC).isoformat(timespec="microseconds"),
-                "event": event,
-                "payload": clean,
-                "prev_hash": prev_hash,
-            }
-            digest = _sha256(canonical_json(body).encode("ascii"))
-            record = {**body, "hash": digest, "signature": self._sign(digest)}
-            line = canonical_json(record).encode("ascii")
+            record, line = self._build(seq, event, clean, prev_hash)
             data = line + b"\n"
             written = os.write(fd, data)  # O_APPEND: one write lands at the end, whole
             if written != len(data):
@@ -256,13 +244,39 @@ class AuditLog:
             self._write_head(seq, _sha256(line))
         return record
 
-    def _write_head(self, n_records: int, last_line_sha256: str) -> None:
+    def _build(
+        self, seq: int, event: str, clean: Any, prev_hash: str
+    ) -> tuple[dict[str, Any], bytes]:
+        """The signed record number ``seq`` and its canonical line (no newline)."""
+        body = {
+            "seq": seq,
+            "ts": dt.datetime.now(dt.UTC).isoformat(timespec="microseconds"),
+            "event": event,
+            "payload": clean,
+            "prev_hash": prev_hash,
+        }
+        digest = _sha256(canonical_json(body).encode("ascii"))
+        record = {**body, "hash": digest, "signature": self._sign(digest)}
+        return record, canonical_json(record).encode("ascii")
+
+    def _head_text(self, n_records: int, last_line_sha256: str) -> str:
         head = {
             "n_records": n_records,
             "last_line_sha256": last_line_sha256,
             "signature": self._sign(f"{n_records}:{last_line_sha256}"),
         }
-        atomic_write_text(self.head_path, canonical_json(head) + "\n")
+        return canonical_json(head) + "\n"
+
+    def _write_head(self, n_records: int, last_line_sha256: str) -> None:
+        atomic_write_text(self.head_path, self._head_text(n_records, last_line_sha256))
+
+    @staticmethod
+    def _validate(event: str, payload: dict[str, Any]) -> Any:
+        if not isinstance(event, str) or not re.fullmatch(_EVENT_PATTERN, event):
+            raise AuditError(f"invalid audit event name {event!r}")
+        if not isinstance(payload, dict):
+            raise AuditError(f"audit payload must be a dict, not {type(payload).__name__}")
+        return to_jsonable(payload)
 
     def _snapshot(self) -> tuple[bytes, bytes | None]:
         """The log's bytes and its head file, read together under a shared lock."""
@@ -386,6 +400,83 @@ class AuditLog:
         return None
 
 
+class SharedAuditLog(AuditLog):
+    """The same chain at an fsspec URL every host can write (``UNLEARN_AUDIT_URI``).
+
+    Object stores cannot append, so one append rewrites the log (read, add a line, write a
+    temporary object, move it over the log) and then its head, under
+    :func:`tasks.coordination.audit_writer`: one writer at a time across hosts. A writer killed
+    between the log and the head leaves the head one record behind, which :meth:`verify`
+    accepts (it detects records cut from the end, not a head that lags).
+
+    Args:
+        url: The folder, e.g. ``file:///shared/audit`` or ``s3://bucket/audit``.
+        key: HMAC key (see :func:`audit_key`).
+        settings: Which lock guards the writer (server or embedded mode).
+    """
+
+    def __init__(self, url: str, key: bytes, settings: PipelineSettings) -> None:
+        import fsspec
+
+        self.url = url.rstrip("/")
+        self.fs, root = fsspec.core.url_to_fs(self.url)
+        super().__init__(Path(root) / "audit.jsonl", key)
+        self._settings = settings
+        self._log = f"{root}/audit.jsonl"
+        self._head = f"{root}/audit.jsonl.head"
+
+    def _lock_file(self) -> Path | None:
+        # a shared folder can hold its own lock file; an object store cannot
+        protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
+        return Path(self._log + ".lock") if "file" in protocols else None
+
+    def _read(self, path: str) -> bytes | None:
+        try:
+            return bytes(self.fs.cat_file(path))
+        except FileNotFoundError:
+            return None
+
+    def _replace(self, path: str, data: bytes) -> None:
+        temporary = f"{path}.{os.getpid()}.{time.time_ns()}.tmp"
+        self.fs.pipe_file(temporary, data)
+        self.fs.mv(temporary, path)
+
+    def append(self, event: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """Append one signed record under the shared writer lock and return it."""
+        from tasks.coordination import audit_writer
+
+        clean = self._validate(event, payload)
+        self.fs.makedirs(str(Path(self._log).parent), exist_ok=True)
+        with audit_writer(self._settings, self._lock_file()):
+            data = self._read(self._log) or b""
+            if data and not data.endswith(b"\n"):
+                raise AuditError(
+                    "cannot append: the audit log ends with an incomplete record "
+                    "(run `unlearn audit verify`)"
+                )
+            if not data:
+                seq, prev_hash = 1, GENESIS_HASH
+            else:
+                last = data[:-1].rsplit(b"\n", 1)[-1]
+                try:
+                    seq = int(json.loads(last)["seq"]) + 1
+                except (ValueError, KeyError, TypeError):
+                    raise AuditError(
+                        "cannot append: the last audit record is corrupt "
+                        "(run `unlearn audit verify`)"
+                    ) from None
+                prev_hash = _sha256(last)
+            record, line = self._build(seq, event, clean, prev_hash)
+            self._replace(self._log, data + line + b"\n")
+            self._replace(self._head, self._head_text(seq, _sha256(line)).encode("ascii"))
+        return record
+
+    def _snapshot(self) -> tuple[bytes, bytes | None]:
+        # the head first: a concurrent append can only make the log longer than its head
+        head = self._read(self._head)
+        return self._read(self._log) or b"", head
+
+
 def audit_key(settings: PipelineSettings) -> bytes:
     """The HMAC key: ``UNLEARN_AUDIT_KEY``, or a fixed public key in demo mode.
 
@@ -410,7 +501,10 @@ def audit_key(settings: PipelineSettings) -> bytes:
 
 
 def open_audit_log(settings: PipelineSettings) -> AuditLog:
-    """The installation's audit log (``settings.audit_log``) with its key."""
+    """The installation's audit log with its key: the shared one at ``UNLEARN_AUDIT_URI``
+    when set (every host writes one chain), else ``settings.audit_log`` on this disk."""
+    if settings.audit_uri:
+        return SharedAuditLog(settings.audit_uri, audit_key(settings), settings)
     return AuditLog(settings.audit_log, audit_key(settings))
 
 
@@ -442,26 +536,74 @@ def write_request_record(
             return path
         previous = path.parent / "history" / f"{request_id}.{time.time_ns()}.json"
         atomic_write_text(previous, old.decode("utf-8", errors="replace"))
-    return atomic_write_text(path, text)
+    written = atomic_write_text(path, text)
+    if settings.audit_uri:
+        # every host reads the request's record from the shared store (idempotency, resume)
+        _write_shared_record(settings.audit_uri, request_id, text.encode("utf-8"))
+    return written
+
+
+def _shared_record_url(audit_uri: str, request_id: str) -> str:
+    return f"{audit_uri.rstrip('/')}/records/{request_id}.json"
+
+
+def _write_shared_record(audit_uri: str, request_id: str, data: bytes) -> None:
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(_shared_record_url(audit_uri, request_id))
+    fs.makedirs(str(Path(path).parent), exist_ok=True)
+    try:
+        old = bytes(fs.cat_file(path))
+    except FileNotFoundError:
+        old = None
+    if old == data:
+        return
+    if old is not None:  # an earlier record is kept, as on the local disk
+        history = f"{Path(path).parent}/history"
+        fs.makedirs(history, exist_ok=True)
+        fs.pipe_file(f"{history}/{request_id}.{time.time_ns()}.json", old)
+    temporary = f"{path}.{os.getpid()}.{time.time_ns()}.tmp"
+    fs.pipe_file(temporary, data)
+    fs.mv(temporary, path)
+
+
+def _read_shared_record(audit_uri: str, request_id: str, max_bytes: int) -> bytes | None:
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(_shared_record_url(audit_uri, request_id))
+    try:
+        if fs.size(path) > max_bytes:
+            raise AuditError(f"audit record {request_id}.json is too large")
+        return bytes(fs.cat_file(path))
+    except FileNotFoundError:
+        return None
 
 
 def read_request_record(
     settings: PipelineSettings, request_id: str, max_bytes: int = 16 << 20
 ) -> dict[str, Any]:
-    """Read ``audit/records/<request_id>.json``.
+    """Read the request's record: from ``UNLEARN_AUDIT_URI``'s ``records/`` when it is there
+    (written by any host), else ``audit/records/<request_id>.json``.
 
     Raises:
         AuditError: No such record, too large, or not a JSON object.
     """
     path = request_record_path(settings, request_id)
+    shared = (
+        _read_shared_record(settings.audit_uri, request_id, max_bytes)
+        if settings.audit_uri
+        else None
+    )
+    if shared is None:
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise AuditError(f"no audit record for request '{request_id}' ({path})") from None
+        if size > max_bytes:
+            raise AuditError(f"audit record {path.name} is too large ({size} bytes)")
     try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise AuditError(f"no audit record for request '{request_id}' ({path})") from None
-    if size > max_bytes:
-        raise AuditError(f"audit record {path.name} is too large ({size} bytes)")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        text = shared.decode("utf-8") if shared is not None else path.read_text(encoding="utf-8")
+        data = json.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
         raise AuditError(f"audit record {path.name} is not valid JSON: {exc}") from None
     if not isinstance(data, dict):

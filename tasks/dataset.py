@@ -349,6 +349,9 @@ def _workspace_clean(settings: PipelineSettings) -> bool:
 
 def _sync_workspace(settings: PipelineSettings, version: DataVersion) -> None:
     data_dvc = str(settings.root / _DATA_DVC)
+    # a fresh clone on another host knows only the committed remote: point it at this
+    # installation's (UNLEARN_DVC_REMOTE, the team's shared one) before pulling
+    ensure_dvc_repo(settings)
     with _repo_lock(settings):
         if dataset_dir(settings).is_dir() and _workspace_clean(settings):
             return

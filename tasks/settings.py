@@ -39,6 +39,8 @@ class PipelineSettings(BaseModel):
         mlflow_artifact_root: Where the embedded store writes artifacts.
         dvc_remote: DVC default remote URL: a local folder by default, ``s3://...`` for teams.
         audit_key: HMAC key of the audit log (``UNLEARN_AUDIT_KEY``).
+        audit_uri: fsspec URL of the one audit chain all hosts share (``UNLEARN_AUDIT_URI``,
+            e.g. ``file:///shared/audit`` or ``s3://bucket/audit``); ``None``: ``audit/``.
         demo_mode: Allow a fixed, public audit key (``UNLEARN_DEMO_MODE=1``, or the root's
             :data:`DEMO_MARKER` file written by ``make demo``); never in production.
         onnx_atol: Absolute tolerance of the ONNX-vs-PyTorch parity check
@@ -54,6 +56,7 @@ class PipelineSettings(BaseModel):
     mlflow_artifact_root: Path
     dvc_remote: str
     audit_key: str | None = None
+    audit_uri: str | None = None
     demo_mode: bool = False
     onnx_atol: float = 1e-4
     onnx_rtol: float = 1e-3
@@ -72,6 +75,7 @@ class PipelineSettings(BaseModel):
             ),
             dvc_remote=os.environ.get("UNLEARN_DVC_REMOTE", str(base / "dvc-remote")),
             audit_key=os.environ.get("UNLEARN_AUDIT_KEY") or None,
+            audit_uri=os.environ.get("UNLEARN_AUDIT_URI") or None,
             demo_mode=demo_mode_from(base),
             onnx_atol=float(os.environ.get("UNLEARN_ONNX_ATOL") or 1e-4),
             onnx_rtol=float(os.environ.get("UNLEARN_ONNX_RTOL") or 1e-3),
