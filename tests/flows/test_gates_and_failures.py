@@ -126,8 +126,16 @@ def test_corrupt_checkpoint_fails_cleanly(first_request: dict[str, Any], project
     assert _registry_state(settings) == before
 
 
-@pytest.mark.parametrize("name", ["scheduled-compliance-deletions", "unlearn-on-demand"])
-def test_prefect_yaml_deployments(name: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "pool"),
+    [
+        ("scheduled-compliance-deletions", "unlearn"),
+        ("unlearn-on-demand", "unlearn"),
+        ("unlearn-on-demand-gpu", "unlearn-gpu"),
+        ("recover-interrupted", "unlearn"),
+    ],
+)
+def test_prefect_yaml_deployments(name: str, pool: str) -> None:
     import importlib
 
     import yaml
@@ -140,11 +148,19 @@ def test_prefect_yaml_deployments(name: str) -> None:
     module = path.removesuffix(".py").replace("/", ".")
     flow = getattr(importlib.import_module(module), attr)
     assert isinstance(flow, Flow)
-    assert deployment["work_pool"]["name"] == "process"
+    assert deployment["work_pool"]["name"] == pool  # the pool the README's workers poll
     for schedule in deployment.get("schedules") or []:
-        CronSchedule(cron=schedule["cron"], timezone=schedule.get("timezone"))
+        if "cron" in schedule:
+            CronSchedule(cron=schedule["cron"], timezone=schedule.get("timezone"))
+        else:
+            assert float(schedule["interval"]) > 0
     if name == "scheduled-compliance-deletions":
         assert deployment["schedules"][0]["cron"] == "0 2 * * *"
         assert flow.name == "process-inbox"
-    else:
-        assert flow.name == "unlearn" and "request" in deployment["parameters"]
+    elif name.startswith("unlearn-on-demand"):
+        # `unlearn submit` passes the request itself when it creates the flow run
+        assert flow.name == "unlearn" and "request" in flow.parameters.properties
+    if name == "unlearn-on-demand-gpu":
+        # the GPU variant asks for a CUDA device, in the flow and in the job's environment
+        assert deployment["parameters"]["device"] == "cuda"
+        assert "CUDA_VISIBLE_DEVICES" in deployment["work_pool"]["job_variables"]["env"]
