@@ -61,7 +61,7 @@ bench-scale: $(STAMP) ## Scale case: register + one request on generated 5k then
 	$(PY) -m flows.bench_scale --images 5000 --out bench_results
 	$(PY) -m flows.bench_scale --images 50000 --out bench_results
 
-lint: $(STAMP) ## ruff (lint + format check) and mypy on delete/
+lint: $(STAMP) ## ruff (lint + format check) and mypy on delete/, tasks/, flows/, deploy/
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy

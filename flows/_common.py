@@ -99,7 +99,7 @@ def move_alias(
 
 
 # No retries: a retry after the alias moved would record the wrong from_version.
-move_alias_task = task(move_alias, name="move-alias", cache_policy=NO_CACHE)
+move_alias_task = task(name="move-alias", cache_policy=NO_CACHE)(move_alias)
 
 
 def _tag_version(version: int | None) -> str:

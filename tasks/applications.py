@@ -276,10 +276,10 @@ def task_plots(
     return plots
 
 
-evaluate_task_model_task = task(
-    evaluate_task_model, name="evaluate-task-model", cache_policy=NO_CACHE
+evaluate_task_model_task = task(name="evaluate-task-model", cache_policy=NO_CACHE)(
+    evaluate_task_model
 )
-task_evidently_report_task = task(
-    task_evidently_report, name="evidently-report", cache_policy=NO_CACHE
+task_evidently_report_task = task(name="evidently-report", cache_policy=NO_CACHE)(
+    task_evidently_report
 )
-task_plots_task = task(task_plots, name="plots", cache_policy=NO_CACHE)
+task_plots_task = task(name="plots", cache_policy=NO_CACHE)(task_plots)

@@ -563,12 +563,9 @@ def extract_forget_set(
 
 # --- Prefect tasks: only the remote push retries --------------------------------------------
 
-ensure_dataset_task = task(ensure_dataset, name="ensure-dataset", cache_policy=NO_CACHE)
-load_dataset_task = task(load_dataset_at_version, name="load-dataset", cache_policy=NO_CACHE)
-extract_forget_set_task = task(extract_forget_set, name="extract-forget-set", cache_policy=NO_CACHE)
-push_to_remote_task = task(
-    push_to_remote,
-    name="dvc-push",
-    cache_policy=NO_CACHE,
-    **IO_RETRY_POLICY,
+ensure_dataset_task = task(name="ensure-dataset", cache_policy=NO_CACHE)(ensure_dataset)
+load_dataset_task = task(name="load-dataset", cache_policy=NO_CACHE)(load_dataset_at_version)
+extract_forget_set_task = task(name="extract-forget-set", cache_policy=NO_CACHE)(extract_forget_set)
+push_to_remote_task = task(name="dvc-push", cache_policy=NO_CACHE, **IO_RETRY_POLICY)(
+    push_to_remote
 )

@@ -77,4 +77,4 @@ def package_model(
     )
 
 
-package_model_task = task(package_model, name="export-onnx", cache_policy=NO_CACHE)
+package_model_task = task(name="export-onnx", cache_policy=NO_CACHE)(package_model)

@@ -218,5 +218,5 @@ def lineage_tags(tags: Mapping[str, str]) -> dict[str, Any]:
     return {key: tags[key] for key in LINEAGE_TAGS if key in tags}
 
 
-track_image_folder_task = task(track_image_folder, name="dvc-add-dataset", cache_policy=NO_CACHE)
-load_model_dataset_task = task(load_model_dataset, name="load-dataset", cache_policy=NO_CACHE)
+track_image_folder_task = task(name="dvc-add-dataset", cache_policy=NO_CACHE)(track_image_folder)
+load_model_dataset_task = task(name="load-dataset", cache_policy=NO_CACHE)(load_model_dataset)

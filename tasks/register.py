@@ -284,4 +284,4 @@ def card_tags(validated: ValidatedCard, dataset_md5: str) -> dict[str, Any]:
     }
 
 
-validate_card_task = task(validate_card, name="validate-model-card", cache_policy=NO_CACHE)
+validate_card_task = task(name="validate-model-card", cache_policy=NO_CACHE)(validate_card)

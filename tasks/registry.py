@@ -775,19 +775,11 @@ def list_versions(settings: PipelineSettings, name: str | None = None) -> list[d
 
 # --- Prefect tasks: retries only on the MLflow store I/O ------------------------------------
 
-log_to_run_task = task(
-    log_to_run,
-    name="mlflow-log-run",
-    cache_policy=NO_CACHE,
-    **IO_RETRY_POLICY,
-)
+log_to_run_task = task(name="mlflow-log-run", cache_policy=NO_CACHE, **IO_RETRY_POLICY)(log_to_run)
 register_version_task = task(
-    register_version,
-    name="mlflow-register-version",
-    cache_policy=NO_CACHE,
-    **IO_RETRY_POLICY,
-)
-resolve_model_task = task(resolve_model, name="load-model-version", cache_policy=NO_CACHE)
+    name="mlflow-register-version", cache_policy=NO_CACHE, **IO_RETRY_POLICY
+)(register_version)
+resolve_model_task = task(name="load-model-version", cache_policy=NO_CACHE)(resolve_model)
 
 
 #: Where ``unlearn ui`` (``mlflow ui``) serves an embedded store.
