@@ -12,12 +12,14 @@ its own ``git clone`` of the project. They share nothing but the two servers and
     unlearn submit examples/requests/forget-digit-7.yaml
     python -m deploy.team down --dir /tmp/unlearn-team
 
-The slow-tier test (``tests/hosts``) uses the same functions.
+The slow-tier test (``tests/hosts``) and ``make bench-hosts`` (``flows/bench_hosts.py``) use
+the same functions.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -27,19 +29,29 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = [
+    "LENIENT_GATES",
     "Team",
+    "bootstrap_models",
+    "commit_data",
     "free_port",
+    "host_env",
     "make_working_copy",
+    "run_in_session",
     "shared_env",
+    "sync_data",
+    "team_repo",
+    "unlearn_cli",
+    "write_request",
     "start_mlflow_server",
     "start_prefect_server",
     "start_worker",
     "stop",
+    "stop_all",
     "team_down",
     "team_up",
     "wait_http",
@@ -49,6 +61,24 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 POOL = "unlearn"
 GPU_POOL = "unlearn-gpu"
+#: Gates that let a two-epoch unlearning of a small model pass (tests and benchmarks).
+LENIENT_GATES = (
+    "classification:\n  max_acc_forget: 5.0\n  max_drop_acc_retain: 50.0\n  max_mia_gap: 0.5\n"
+)
+GIT = ["git", "-c", "user.name=unlearn-team", "-c", "user.email=team@example.com"]
+_BOOTSTRAP = """
+import sys, torch
+torch.set_num_threads(1)
+from flows.bootstrap import bootstrap_flow
+for name in sys.argv[4:]:
+    bootstrap_flow(root=sys.argv[1], model_name=name, epochs=int(sys.argv[2]),
+                   max_per_class=int(sys.argv[3]))
+"""
+_SYNC_DATA = """
+from tasks.dataset import load_dataset_at_version
+from tasks.settings import PipelineSettings
+load_dataset_at_version(PipelineSettings.from_env())
+"""
 
 
 def free_port() -> int:
@@ -179,20 +209,149 @@ def start_worker(
     )
 
 
+def host_env(env: Mapping[str, str], copy: Path, **extra: str) -> dict[str, str]:
+    """The full environment of a host whose working copy is ``copy`` (team env + its home)."""
+    return {
+        **_quiet_env(),
+        **env,
+        "UNLEARN_HOME": str(copy),
+        "PREFECT_HOME": str(copy / ".prefect"),
+        **extra,
+    }
+
+
+def run_in_session(
+    cmd: Sequence[str], cwd: Path, env: Mapping[str, str], timeout_s: float
+) -> subprocess.CompletedProcess[str]:
+    """Run ``cmd`` to its end in its own session, output captured.
+
+    On a timeout or an interrupt its whole process group (an embedded Prefect server it
+    started included) is stopped, not only ``cmd``.
+    """
+    with subprocess.Popen(
+        list(cmd),
+        cwd=cwd,
+        env=dict(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    ) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout_s)
+        except BaseException:
+            stop_all([proc.pid], timeout_s=5.0)
+            raise
+        return subprocess.CompletedProcess(list(cmd), proc.returncode, out, err)
+
+
+def unlearn_cli(
+    env: Mapping[str, str], copy: Path, *args: str, timeout_s: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """``unlearn <args>`` run in ``copy`` with exactly ``env`` (see :func:`host_env`)."""
+    return run_in_session([str(BIN / "unlearn"), *args], copy, env, timeout_s)
+
+
+def team_repo(dest: Path, source: Path = REPO, gates: str | None = LENIENT_GATES) -> Path:
+    """The team's repository: ``source``'s code as it is now (tracked and untracked, not
+    ignored; no tests, docs, examples) committed in a fresh git repo at ``dest``.
+
+    ``gates`` replaces ``gates.yaml`` (``None`` keeps the source's).
+    """
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"],
+        cwd=source,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\n")
+    for rel in filter(None, listed):
+        src = source / rel
+        if rel.startswith(("tests/", "docs/", "forget_sets/", "examples/")) or not src.is_file():
+            continue
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dest / rel)
+    if gates is not None:
+        (dest / "gates.yaml").write_text(gates)
+    subprocess.run([*GIT, "init", "-q"], cwd=dest, check=True)
+    subprocess.run([*GIT, "add", "-A"], cwd=dest, check=True)
+    subprocess.run([*GIT, "commit", "-qm", "team repo"], cwd=dest, check=True)
+    return dest
+
+
+def bootstrap_models(
+    copy: Path,
+    env: Mapping[str, str],
+    models: Sequence[str],
+    *,
+    epochs: int = 2,
+    max_per_class: int = 50,
+    timeout_s: float = 900,
+) -> None:
+    """Train and register version 1 @champion of each of ``models`` from ``copy`` (small,
+    one torch thread), in the registry ``env`` points at (a server's, or the copy's own)."""
+    args = [str(copy), str(epochs), str(max_per_class), *models]
+    done = run_in_session([sys.executable, "-c", _BOOTSTRAP, *args], copy, env, timeout_s)
+    if done.returncode != 0:
+        raise RuntimeError(f"bootstrap failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+
+
+def commit_data(copy: Path) -> None:
+    """Commit ``data.dvc`` (the data the models saw): clones pull it from the DVC remote."""
+    subprocess.run([*GIT, "add", "data.dvc", ".dvc"], cwd=copy, check=True)
+    subprocess.run([*GIT, "commit", "-qm", "data"], cwd=copy, check=True)
+
+
+def sync_data(copy: Path, env: Mapping[str, str], timeout_s: float = 300) -> None:
+    """Pull the pinned data into ``copy`` from the DVC remote, as its first request would."""
+    done = run_in_session([sys.executable, "-c", _SYNC_DATA], copy, env, timeout_s)
+    if done.returncode != 0:
+        raise RuntimeError(f"data sync in {copy} failed:\n{done.stderr[-3000:]}")
+
+
+def write_request(
+    path: Path, request_id: str, model: str, klass: int, epochs: int = 2, ref: str = "@champion"
+) -> Path:
+    """A deletion request file: forget class ``klass`` of ``model`` (``ref``: ``@alias`` or
+    ``/VERSION``) with ``hparams: {epochs: N}``."""
+    path.write_text(
+        f"request_id: {request_id}\nmodel: {model}{ref}\nforget_classes: [{klass}]\n"
+        "requested_by: dpo@example.com\nreason: GDPR Art. 17 erasure request\n"
+        f"received_at: '2025-01-31T09:00:00Z'\nhparams: {{epochs: {epochs}}}\n"
+    )
+    return path
+
+
+def _alive(pid: int) -> bool:
+    """Whether the process group ``pid`` leads has a live member (a leader that is this
+    process's child is reaped first: a zombie is not alive)."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+    try:
+        os.killpg(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def stop_all(pids: Sequence[int], timeout_s: float = 20.0) -> None:
+    """SIGTERM the process groups ``pids`` lead, all at once; SIGKILL those that linger."""
+    for sig, wait in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
+        left = [pid for pid in pids if _alive(pid)]
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, sig)
+        deadline = time.monotonic() + wait
+        while left and time.monotonic() < deadline:
+            time.sleep(0.2)
+            left = [pid for pid in left if _alive(pid)]
+        if not left:
+            return
+
+
 def stop(pid: int, timeout_s: float = 20.0) -> None:
     """SIGTERM the process group ``pid`` leads, SIGKILL it if it lingers."""
-    for sig, wait in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.2)
+    stop_all([pid], timeout_s)
 
 
 @dataclass
@@ -267,12 +426,12 @@ def team_down(base: Path) -> list[str]:
     if not path.exists():
         return []
     pids: dict[str, int] = json.loads(path.read_text())["pids"]
-    stopped = []
-    for name in sorted(pids, key=lambda n: n.endswith("server")):
-        stop(pids[name])
-        stopped.append(name)
+    workers = [name for name in pids if not name.endswith("server")]
+    servers = [name for name in pids if name.endswith("server")]
+    for group in (workers, servers):
+        stop_all([pids[name] for name in group])
     path.unlink()
-    return stopped
+    return workers + servers
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -28,72 +27,20 @@ from deploy import team as T
 
 pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
 
-REPO = Path(__file__).resolve().parents[2]
 MODELS = ("team-a", "team-b", "team-c")
 N_REQUESTS = int(os.environ.get("UNLEARN_TEAM_REQUESTS") or 6)
-LENIENT_GATES = (
-    "classification:\n  max_acc_forget: 5.0\n  max_drop_acc_retain: 50.0\n  max_mia_gap: 0.5\n"
-)
-BOOTSTRAP = """
-import sys, torch
-torch.set_num_threads(1)
-from flows.bootstrap import bootstrap_flow
-for name in sys.argv[2:]:
-    bootstrap_flow(root=sys.argv[1], model_name=name, epochs=2, max_per_class=50)
-"""
-_GIT = ["git", "-c", "user.name=tests", "-c", "user.email=tests@example.com"]
-
-
-def _origin(dest: Path) -> Path:
-    """The team's repository: this working tree's code (as under test) in a fresh git repo."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split("\n")
-    for rel in filter(None, listed):
-        src = REPO / rel
-        if rel.startswith(("tests/", "docs/", "forget_sets/", "examples/")) or not src.is_file():
-            continue
-        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, dest / rel)
-    (dest / "gates.yaml").write_text(LENIENT_GATES)
-    subprocess.run([*_GIT, "init", "-q"], cwd=dest, check=True)
-    subprocess.run([*_GIT, "add", "-A"], cwd=dest, check=True)
-    subprocess.run([*_GIT, "commit", "-qm", "team repo"], cwd=dest, check=True)
-    return dest
 
 
 def _env(team: dict[str, Any], copy: Path) -> dict[str, str]:
-    return {
-        **T._quiet_env(),
-        **team["env"],
-        "UNLEARN_HOME": str(copy),
-        "PREFECT_HOME": str(copy / ".prefect"),
-        "UNLEARN_LEASE_SECONDS": "60",
-    }
+    return T.host_env(team["env"], copy, UNLEARN_LEASE_SECONDS="60")
 
 
 def _unlearn(team: dict[str, Any], copy: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(T.BIN / "unlearn"), *args],
-        cwd=copy,
-        env=_env(team, copy),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return T.unlearn_cli(_env(team, copy), copy, *args)
 
 
 def _request(path: Path, request_id: str, model: str, klass: int, epochs: int = 2) -> Path:
-    path.write_text(
-        f"request_id: {request_id}\nmodel: {model}@champion\nforget_classes: [{klass}]\n"
-        "requested_by: dpo@example.com\nreason: GDPR Art. 17 erasure request\n"
-        f"received_at: '2025-01-31T09:00:00Z'\nhparams: {{epochs: {epochs}}}\n"
-    )
-    return path
+    return T.write_request(path, request_id, model, klass, epochs)
 
 
 def _runs(team: dict[str, Any]) -> list[dict[str, Any]]:
@@ -145,21 +92,12 @@ def team(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         started.append(T.start_mlflow_server(base, mp).pid)
         env = T.shared_env(pp, mp, base / "shared", "hosts-test-audit-key-0123456789abcdef")
         team: dict[str, Any] = {"base": base, "env": env, "copies": {}, "workers": {}}
-        origin = _origin(base / "origin")
+        origin = T.team_repo(base / "origin")
         T.deploy(origin, env)
         # the models, registered on the server, trained from the origin (an admin's copy)
-        done = subprocess.run(
-            [sys.executable, "-c", BOOTSTRAP, str(origin), *MODELS],
-            cwd=origin,
-            env=_env(team, origin),
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        T.bootstrap_models(origin, _env(team, origin), MODELS)
         # data.dvc pins the data the models saw; the clones pull it from the shared remote
-        subprocess.run([*_GIT, "add", "data.dvc", ".dvc"], cwd=origin, check=True)
-        subprocess.run([*_GIT, "commit", "-qm", "data"], cwd=origin, check=True)
+        T.commit_data(origin)
         for name in ("worker-1", "worker-2", "submitter"):
             team["copies"][name] = T.make_working_copy(origin, base / "copies" / name)
         for name in ("worker-1", "worker-2"):
