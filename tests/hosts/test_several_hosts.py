@@ -105,9 +105,17 @@ def team(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             proc = T.start_worker(copy, _env(team, copy), base / "logs" / f"{name}.log")
             started.append(proc.pid)
             team["workers"][name] = proc
+        # this process reads the flow runs' states from the team's server; restored after, so
+        # the tests that follow run against their own (ephemeral) Prefect again
+        previous_api = os.environ.get("PREFECT_API_URL")
         os.environ["PREFECT_API_URL"] = env["PREFECT_API_URL"]
         yield team
     finally:
+        if "previous_api" in locals():
+            if previous_api is None:
+                os.environ.pop("PREFECT_API_URL", None)
+            else:
+                os.environ["PREFECT_API_URL"] = previous_api
         for pid in reversed(started):
             T.stop(pid)
 
