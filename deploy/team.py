@@ -121,7 +121,13 @@ def _spawn(
 
 
 def _quiet_env() -> dict[str, str]:
-    env = dict(os.environ)
+    # A host's coordinates are the team's (shared_env, host_env), never the caller's: a shell
+    # or a test process may point at another store or server.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL") and not k.startswith("UNLEARN_")
+    }
     env.update(
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         MLFLOW_DISABLE_TELEMETRY="true",
