@@ -70,7 +70,9 @@ def _wait_done(team: dict[str, Any], ids: set[str], timeout_s: float) -> dict[st
 def _registry(team: dict[str, Any]) -> dict[str, list[tuple[int, dict[str, str]]]]:
     from mlflow import MlflowClient
 
-    client = MlflowClient(team["env"]["MLFLOW_TRACKING_URI"])
+    # the registry URI too: MLflow keeps a process-wide one that earlier tests may have set
+    uri = team["env"]["MLFLOW_TRACKING_URI"]
+    client = MlflowClient(uri, registry_uri=uri)
     return {
         m: [(int(v.version), dict(v.tags)) for v in client.search_model_versions(f"name='{m}'")]
         for m in MODELS
