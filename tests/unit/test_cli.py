@@ -29,6 +29,14 @@ received_at: 2025-01-31T09:00:00Z
 """
 
 
+@pytest.fixture(autouse=True)
+def _no_inherited_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each root is its own project: MLflow's ``set_tracking_uri`` (called by earlier tests in
+    the process) exports ``MLFLOW_TRACKING_URI``, which would send this root's CLI to that
+    store. A test that wants a registry passes it in its own ``env``."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
     return tmp_path / "project"
