@@ -149,6 +149,20 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _next_link(last: bytes | None) -> tuple[int, str]:
+    """The sequence number and previous-record hash of the record after ``last`` (the log's
+    last line; ``None`` for an empty log), for the local and the shared writer alike."""
+    if last is None:
+        return 1, GENESIS_HASH
+    try:
+        seq = int(json.loads(last)["seq"]) + 1
+    except (ValueError, KeyError, TypeError):
+        raise AuditError(
+            "cannot append: the last audit record is corrupt (run `unlearn audit verify`)"
+        ) from None
+    return seq, _sha256(last)
+
+
 def record_digest(record: dict[str, Any]) -> str:
     """SHA-256 of a request record's canonical JSON; put it in the audit event that cites it."""
     return _sha256(canonical_json(to_jsonable(record)).encode("ascii"))
@@ -221,18 +235,7 @@ class AuditLog:
         clean = self._validate(event, payload)
         with self._locked(exclusive=True) as fd:
             size = os.fstat(fd).st_size
-            if size == 0:
-                seq, prev_hash = 1, GENESIS_HASH
-            else:
-                last = self._last_line(fd, size)
-                try:
-                    seq = int(json.loads(last)["seq"]) + 1
-                except (ValueError, KeyError, TypeError):
-                    raise AuditError(
-                        "cannot append: the last audit record is corrupt "
-                        "(run `unlearn audit verify`)"
-                    ) from None
-                prev_hash = _sha256(last)
+            seq, prev_hash = _next_link(self._last_line(fd, size) if size else None)
             record, line = self._build(seq, event, clean, prev_hash)
             data = line + b"\n"
             written = os.write(fd, data)  # O_APPEND: one write lands at the end, whole
@@ -454,18 +457,7 @@ class SharedAuditLog(AuditLog):
                     "cannot append: the audit log ends with an incomplete record "
                     "(run `unlearn audit verify`)"
                 )
-            if not data:
-                seq, prev_hash = 1, GENESIS_HASH
-            else:
-                last = data[:-1].rsplit(b"\n", 1)[-1]
-                try:
-                    seq = int(json.loads(last)["seq"]) + 1
-                except (ValueError, KeyError, TypeError):
-                    raise AuditError(
-                        "cannot append: the last audit record is corrupt "
-                        "(run `unlearn audit verify`)"
-                    ) from None
-                prev_hash = _sha256(last)
+            seq, prev_hash = _next_link(data[:-1].rsplit(b"\n", 1)[-1] if data else None)
             record, line = self._build(seq, event, clean, prev_hash)
             self._replace(self._log, data + line + b"\n")
             self._replace(self._head, self._head_text(seq, _sha256(line)).encode("ascii"))
