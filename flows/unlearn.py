@@ -358,6 +358,17 @@ class _Artifacts:
     plots: list[Path]
 
 
+@dataclass(frozen=True)
+class _Work:
+    """Everything a request produced before registration, in one typed value."""
+
+    loaded: _Loaded
+    manifest: ForgetManifest
+    result: UnlearnResult
+    judged: _Judged
+    artifacts: _Artifacts
+
+
 def _run_name() -> str:
     """``unlearn/<request_id>``: the Prefect UI lists runs by the request they serve."""
     from prefect.runtime import flow_run
@@ -497,10 +508,11 @@ def _apply(ctx: _Run, request: DeletionRequest) -> dict[str, Any]:
     with ctx.timer.step("evaluate_after"):
         judged = _judge(ctx, loaded, before, result)
     artifacts = _artifacts(ctx, request, loaded, result, judged)
-    record = _lineage_record(ctx, request, loaded, manifest, result, judged, artifacts)
+    work = _Work(loaded, manifest, result, judged, artifacts)
+    record = _lineage_record(ctx, request, work)
     with ctx.timer.step("mlflow"):
-        record = _register(ctx, request, loaded, manifest, result, judged, artifacts, record)
-    return _promote(ctx, request, record, artifacts)
+        record = _register(ctx, request, work, record)
+    return _promote(ctx, request, work, record)
 
 
 def _already_applied(ctx: _Run, request: DeletionRequest, name: str) -> dict[str, Any] | None:
@@ -633,16 +645,10 @@ def _artifacts(
     return _Artifacts(package, evidently, list(plots))
 
 
-def _lineage_record(
-    ctx: _Run,
-    request: DeletionRequest,
-    loaded: _Loaded,
-    manifest: ForgetManifest,
-    result: UnlearnResult,
-    judged: _Judged,
-    artifacts: _Artifacts,
-) -> RequestRecord:
+def _lineage_record(ctx: _Run, request: DeletionRequest, work: _Work) -> RequestRecord:
     """The request's record as it stands once every artifact exists (not yet registered)."""
+    loaded, manifest, result = work.loaded, work.manifest, work.result
+    judged, artifacts = work.judged, work.artifacts
     parent, run = loaded.parent, loaded.run
     return ctx.started.with_(
         model=request.model_ref().name,
@@ -680,85 +686,69 @@ def _lineage_record(
     )
 
 
-def _register(
-    ctx: _Run,
-    request: DeletionRequest,
-    loaded: _Loaded,
-    manifest: ForgetManifest,
-    result: UnlearnResult,
-    judged: _Judged,
-    artifacts: _Artifacts,
-    record: RequestRecord,
-) -> RequestRecord:
-    """One MLflow run with everything, the new version, the record, then the completion tag."""
-    settings, parent, run = ctx.settings, loaded.parent, loaded.run
-    name, verdict, package = request.model_ref().name, judged.verdict, artifacts.package
-    run_id = create_run(
-        settings,
-        run_name=f"unlearn-{request.request_id}",
-        tags={
-            TAG_REQUEST_ID: request.request_id,
-            "prefect.flow_run_id": record.flow_run_id,
-            "parent_version": parent.version,
-        },
-        # the run spans the request's work, not only its registration
-        start_time_ms=iso_to_millis(record.started_at) if record.started_at else None,
-    )
-    ctx.mlflow_run_id = run_id
-    # the DVC-pinned data as the run's inputs (the UI's Datasets column)
+def _log_inputs(ctx: _Run, request: DeletionRequest, work: _Work, run_id: str) -> None:
+    """The DVC-pinned data and the forget manifest as the run's inputs (the UI's Datasets)."""
+    version = work.loaded.data_version
     log_dataset_input(
-        settings,
+        ctx.settings,
         run_id,
-        name=run.data.name,
-        path=loaded.data_version.path,
-        digest=loaded.data_version.md5,
-        details={"git_rev": loaded.data_version.git_rev or "none"},
+        name=work.loaded.run.data.name,
+        path=version.path,
+        digest=version.md5,
+        details={"git_rev": version.git_rev or "none"},
     )
     log_dataset_input(
-        settings,
+        ctx.settings,
         run_id,
         name=f"forget-set/{request.request_id}",
-        path=manifest.dvc_file,
-        digest=manifest.dvc_md5,
+        path=work.manifest.dvc_file,
+        digest=work.manifest.dvc_md5,
         context="forget",
     )
-    metrics = {
-        **_scalars("before", judged.before),
-        **_scalars("after", judged.after),
-        "unlearn_seconds": result.engine.seconds,
+
+
+def _run_params(request: DeletionRequest, work: _Work) -> dict[str, Any]:
+    run, result = work.loaded.run, work.result
+    return {
+        "request_id": request.request_id,
+        "model": request.model_ref().name,
+        "task": run.name,
+        "parent_version": work.loaded.parent.version,
+        "method": request.method,
+        "forget_classes": list(run.forget_classes),
+        "data.dvc_md5": work.loaded.data_version.md5,
+        "forget_manifest.dvc_md5": work.manifest.dvc_md5,
+        "device": result.device,
+        "engine.resumed_from_epoch": result.engine.resumed_from_epoch,
+        **{f"hparam.{k}": v for k, v in result.config.to_dict().items()},
+        **{f"gate.{k}": v for k, v in work.judged.gates.items()},
     }
-    log_to_run_task(
-        settings,
-        run_id,
-        params={
-            "request_id": request.request_id,
-            "model": name,
-            "task": run.name,
-            "parent_version": parent.version,
-            "method": request.method,
-            "forget_classes": list(run.forget_classes),
-            "data.dvc_md5": loaded.data_version.md5,
-            "forget_manifest.dvc_md5": manifest.dvc_md5,
-            "device": result.device,
-            "engine.resumed_from_epoch": result.engine.resumed_from_epoch,
-            **{f"hparam.{k}": v for k, v in result.config.to_dict().items()},
-            **{f"gate.{k}": v for k, v in judged.gates.items()},
-        },
-        metrics=metrics,
-        tags={TAG_VERDICT: verdict.label},
-        artifacts=[
-            *[(p, "evidently") for p in artifacts.evidently.files()],
-            *[(str(p), "plots") for p in artifacts.plots],
-            (package.weights_path, "model_files"),
-            (package.onnx_path, "model_files"),
-            (package.spec_path, "model_files"),
-            (manifest.path, "forget_set"),
-            (manifest.dvc_file, "forget_set"),
-        ],
-        dicts={"gate_verdict.json": verdict.to_dict(), "onnx_parity.json": package.parity},
-    )
-    code = record.code_version or {}
-    tags: dict[str, Any] = {
+
+
+def _run_artifacts(work: _Work) -> list[tuple[str, str | None]]:
+    package, manifest = work.artifacts.package, work.manifest
+    return [
+        *[(p, "evidently") for p in work.artifacts.evidently.files()],
+        *[(str(p), "plots") for p in work.artifacts.plots],
+        (package.weights_path, "model_files"),
+        (package.onnx_path, "model_files"),
+        (package.spec_path, "model_files"),
+        (manifest.path, "forget_set"),
+        (manifest.dvc_file, "forget_set"),
+    ]
+
+
+def _version_tags(
+    request: DeletionRequest,
+    work: _Work,
+    record: RequestRecord,
+    run_id: str,
+    metrics: Mapping[str, float],
+) -> dict[str, Any]:
+    """The new version's tags: everything a later request or an auditor rebuilds from."""
+    parent, run, manifest = work.loaded.parent, work.loaded.run, work.manifest
+    verdict, code = work.judged.verdict, record.code_version or {}
+    return {
         TAG_REQUEST_ID: request.request_id,
         TAG_CONTENT_HASH: request.content_hash(),
         "requested_by": request.requested_by,
@@ -766,8 +756,8 @@ def _register(
         **lineage_tags(parent.tags),  # a registered model's data and architecture
         "forget_classes": list(run.forget_classes),
         "forget_class_names": run.forget_class_names,
-        "data.dvc_md5": loaded.data_version.md5,
-        "data.git_rev": loaded.data_version.git_rev or "none",
+        "data.dvc_md5": work.loaded.data_version.md5,
+        "data.git_rev": work.loaded.data_version.git_rev or "none",
         "data.forget_manifest_dvc_md5": manifest.dvc_md5,
         "data.forget_manifest_sha256": manifest.content_sha256,
         "code.git_sha": code.get("git_sha"),
@@ -776,16 +766,54 @@ def _register(
         "parent.version": parent.version,
         "parent.weights_sha256": parent.weights_sha256,
         "method": request.method,
-        "method.hparams": result.config.to_dict(),
-        "onnx_sha256": package.onnx_sha256,
+        "method.hparams": work.result.config.to_dict(),
+        "onnx_sha256": work.artifacts.package.onnx_sha256,
         "mlflow_run_id": run_id,
         TAG_VERDICT: verdict.label,
         "gate.reasons": verdict.reasons or "none",
         **{f"metric.{k}": v for k, v in metrics.items()},
     }
+
+
+def _register(
+    ctx: _Run, request: DeletionRequest, work: _Work, record: RequestRecord
+) -> RequestRecord:
+    """One MLflow run with everything, the new version, the record, then the completion tag."""
+    settings, name, verdict = ctx.settings, request.model_ref().name, work.judged.verdict
+    run_id = create_run(
+        settings,
+        run_name=f"unlearn-{request.request_id}",
+        tags={
+            TAG_REQUEST_ID: request.request_id,
+            "prefect.flow_run_id": record.flow_run_id,
+            "parent_version": work.loaded.parent.version,
+        },
+        # the run spans the request's work, not only its registration
+        start_time_ms=iso_to_millis(record.started_at) if record.started_at else None,
+    )
+    ctx.mlflow_run_id = run_id
+    _log_inputs(ctx, request, work, run_id)
+    metrics = {
+        **_scalars("before", work.judged.before),
+        **_scalars("after", work.judged.after),
+        "unlearn_seconds": work.result.engine.seconds,
+    }
+    log_to_run_task(
+        settings,
+        run_id,
+        params=_run_params(request, work),
+        metrics=metrics,
+        tags={TAG_VERDICT: verdict.label},
+        artifacts=_run_artifacts(work),
+        dicts={
+            "gate_verdict.json": verdict.to_dict(),
+            "onnx_parity.json": work.artifacts.package.parity,
+        },
+    )
+    tags = _version_tags(request, work, record, run_id, metrics)
     crash_point("registry.after_run")
     version = register_version_task(
-        settings, name=name, run_id=run_id, model_dir=package.model_dir, tags=tags
+        settings, name=name, run_id=run_id, model_dir=work.artifacts.package.model_dir, tags=tags
     )
     # The record is on disk before the version counts as complete, so a run killed from
     # here on is finished by the next run from this record (see flows._resume).
@@ -799,47 +827,56 @@ def _register(
     return record
 
 
+def _move_alias(
+    ctx: _Run, request: DeletionRequest, work: _Work, record: RequestRecord
+) -> tuple[str, dict[str, Any]]:
+    """``@champion`` when every gate passed, else ``@challenger``; the version says why."""
+    name, version, verdict = str(record.model), int(record.version or 0), work.judged.verdict
+    alias = CHAMPION if verdict.passed else CHALLENGER
+    why = (
+        f"request {request.request_id}: every gate passed"
+        if verdict.passed
+        else f"request {request.request_id}: gates failed: {'; '.join(verdict.reasons)}"
+    )
+    move = move_alias_task(
+        ctx.settings,
+        ctx.audit,
+        name,
+        alias,
+        version,
+        reason=why,
+        verdict=verdict.label,
+        request_id=request.request_id,
+    )
+    set_version_tags(ctx.settings, name, version, {TAG_ALIAS_APPLIED: "true"})
+    set_version_description(
+        ctx.settings,
+        name,
+        version,
+        describe_version(
+            request_id=request.request_id,
+            forget_class_names=record.forget_class_names or [],
+            verdict=verdict.label,
+            alias=alias,
+            parent_version=work.loaded.parent.version,
+            method=request.method,
+            reasons=verdict.reasons,
+            evidently=work.artifacts.evidently.summary_line(),
+        ),
+    )
+    return alias, move
+
+
 def _promote(
-    ctx: _Run, request: DeletionRequest, record: RequestRecord, artifacts: _Artifacts
+    ctx: _Run, request: DeletionRequest, work: _Work, record: RequestRecord
 ) -> dict[str, Any]:
     """Move the alias the verdict earns, write the final record and ``request.completed``."""
     settings, name = ctx.settings, str(record.model)
     version, run_id = int(record.version or 0), str(record.mlflow_run_id)
-    verdict = record.verdict or {}
-    passed, reasons = bool(verdict.get("passed")), list(verdict.get("reasons") or [])
+    verdict, artifacts = work.judged.verdict, work.artifacts
+    reasons, parent_version = verdict.reasons, work.loaded.parent.version
     with ctx.timer.step("promote"):
-        alias = CHAMPION if passed else CHALLENGER
-        why = (
-            f"request {request.request_id}: every gate passed"
-            if passed
-            else f"request {request.request_id}: gates failed: {'; '.join(reasons)}"
-        )
-        move = move_alias_task(
-            settings,
-            ctx.audit,
-            name,
-            alias,
-            version,
-            reason=why,
-            verdict=str(verdict.get("verdict")),
-            request_id=request.request_id,
-        )
-        set_version_tags(settings, name, version, {TAG_ALIAS_APPLIED: "true"})
-        set_version_description(
-            settings,
-            name,
-            version,
-            describe_version(
-                request_id=request.request_id,
-                forget_class_names=record.forget_class_names or [],
-                verdict=str(verdict.get("verdict")),
-                alias=alias,
-                parent_version=int(record.parent_version or 0) or None,
-                method=request.method,
-                reasons=reasons,
-                evidently=artifacts.evidently.summary_line(),
-            ),
-        )
+        alias, move = _move_alias(ctx, request, work, record)
     # resumption data; the model is registered
     shutil.rmtree(settings.artifacts_dir / "checkpoints" / request.request_id, ignore_errors=True)
     timings = ctx.timings()
@@ -882,26 +919,25 @@ def _promote(
         key=artifact_key("unlearn", request.request_id),
         description=f"Deletion request {request.request_id}",
     )
-    metrics = record.metrics or {}
-    before, after = metrics.get("before", {}), metrics.get("after", {})
+    before, after = work.judged.before, work.judged.after
     changes = ", ".join(
         f"{key} {before.get(key, float('nan')):.1f} -> {after.get(key, float('nan')):.1f}"
-        for key in get_task(str(record.task)).headline
+        for key in work.loaded.run.headline
     )
     print(
-        f"request {request.request_id}: {name} v{record.parent_version} -> v{version} @{alias} "
-        f"({verdict.get('verdict')}); {changes}"
+        f"request {request.request_id}: {name} v{parent_version} -> v{version} @{alias} "
+        f"({verdict.label}); {changes}"
     )
     return {
         "request_id": request.request_id,
         "status": "completed",
         "model": name,
-        "parent_version": record.parent_version,
+        "parent_version": parent_version,
         "version": version,
         "alias": alias,
-        "verdict": verdict.get("verdict"),
+        "verdict": verdict.label,
         "reasons": reasons,
-        "metrics": metrics,
+        "metrics": {"before": before, "after": after},
         "onnx_path": artifacts.package.onnx_path,
         "evidently_html": artifacts.evidently.html_path,
         "record_path": str(record_path),
