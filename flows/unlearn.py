@@ -54,6 +54,7 @@ from delete.errors import (
 from delete.hparams import SELECTION_SAMPLE_SIZE, resolve_hparams
 from delete.methods import create_method
 from delete.methods._registry import get_method_class
+from delete.metrics import shared_predictions
 from delete.training import make_loader
 from flows._common import (
     artifact_key,
@@ -502,12 +503,15 @@ def _apply(ctx: _Run, request: DeletionRequest) -> dict[str, Any]:
         )
         dvc_file = Path(manifest.dvc_file).relative_to(ctx.settings.root)
         push_to_remote_task(ctx.settings, [str(dvc_file)])
-    with ctx.timer.step("evaluate_before"):
-        before = evaluate_task_model_task(loaded.parent.model, loaded.run, ctx.device)
-    result = _unlearn(ctx, request, loaded)
-    with ctx.timer.step("evaluate_after"):
-        judged = _judge(ctx, loaded, before, result)
-    artifacts = _artifacts(ctx, request, loaded, result, judged)
+    # The evaluation, the Evidently report and the membership plot read the same splits with
+    # the same two models: each split is predicted once per model state.
+    with shared_predictions():
+        with ctx.timer.step("evaluate_before"):
+            before = evaluate_task_model_task(loaded.parent.model, loaded.run, ctx.device)
+        result = _unlearn(ctx, request, loaded)
+        with ctx.timer.step("evaluate_after"):
+            judged = _judge(ctx, loaded, before, result)
+        artifacts = _artifacts(ctx, request, loaded, result, judged)
     work = _Work(loaded, manifest, result, judged, artifacts)
     record = _lineage_record(ctx, request, work)
     with ctx.timer.step("mlflow"):

@@ -15,7 +15,13 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from delete.applications.task_spec import TaskSpec
-from delete.data import DatasetBundle, load_dataset, make_unlearning_splits, split_by_classes
+from delete.data import (
+    DatasetBundle,
+    UnlearningSplits,
+    load_dataset,
+    make_unlearning_splits,
+    split_by_classes,
+)
 from delete.metrics import (
     accuracy,
     cross_entropy_loss,
@@ -23,6 +29,7 @@ from delete.metrics import (
     per_class_accuracy,
     predict,
 )
+from delete.metrics.shared import shared
 from delete.models import ModelSpec
 
 __all__ = [
@@ -60,6 +67,18 @@ def _forget_set(data: DatasetBundle, forget_classes: Sequence[int]) -> Dataset:
 
 def _retain_set(data: DatasetBundle, forget_classes: Sequence[int]) -> Dataset:
     return split_by_classes(data.train, forget_classes)[1]
+
+
+def _splits(data: DatasetBundle, forget_classes: Sequence[int]) -> UnlearningSplits:
+    """The four splits; inside :func:`delete.metrics.shared_predictions` the same split
+    objects for the evaluation, the membership scores and the retained behaviour, so each
+    split is predicted once per model."""
+    classes = tuple(sorted(int(c) for c in forget_classes))
+    return shared(
+        ("splits", id(data.train), id(data.test), classes),
+        (data.train, data.test),
+        lambda: make_unlearning_splits(data.train, data.test, classes),
+    )
 
 
 def _model_spec(data: DatasetBundle) -> ModelSpec:
@@ -105,7 +124,7 @@ def evaluate_classification(
                 f"class_acc/{n}": float(v) for n, v in zip(data.class_names, per_class, strict=True)
             },
         }
-    splits = make_unlearning_splits(data.train, data.test, forget_classes)
+    splits = _splits(data, forget_classes)
     report = evaluate_unlearning(
         model, splits, device, mia=mia, seed=seed, max_train_retain=TRAIN_RETAIN_EVAL_CAP
     )
@@ -131,12 +150,23 @@ def forget_loss_scores(
 
     After a good unlearning an attacker cannot tell the two apart: their histograms overlap.
     """
-    splits = make_unlearning_splits(data.train, data.test, forget_classes)
+    splits = _splits(data, forget_classes)
     out: dict[str, Tensor] = {}
     for name in ("train_forget", "test_forget"):
         logits, labels = predict(model, getattr(splits, name), device)
         out[name] = torch.log1p(cross_entropy_loss(logits, labels))
     return out
+
+
+def retained_test_logits(
+    model: nn.Module,
+    data: DatasetBundle,
+    forget_classes: Sequence[int],
+    device: torch.device | str = "cpu",
+) -> tuple[Tensor, Tensor]:
+    """Logits and labels of the retained classes' test images (what the Evidently report
+    compares), in test-split order: the evaluation's ``test_retain`` split."""
+    return predict(model, _splits(data, forget_classes).test_retain, device)
 
 
 CLASSIFICATION_TASK: TaskSpec[DatasetBundle] = TaskSpec(
@@ -163,6 +193,7 @@ CLASSIFICATION_TASK: TaskSpec[DatasetBundle] = TaskSpec(
         "mia_gap",
         "mia_svc_member_rate",
     ),
+    behaviour=retained_test_logits,
     membership=forget_loss_scores,
     default_gates={
         "max_acc_forget": 5.0,

@@ -28,6 +28,7 @@ from delete.metrics.mia_features import (
 from delete.metrics.per_class_accuracy import PerClassAccuracy, per_class_accuracy
 from delete.metrics.predict import predict
 from delete.metrics.report import REPORT_METRICS, UnlearningReport, evaluate_unlearning
+from delete.metrics.shared import shared_predictions
 from delete.metrics.svc_mia import SVC_MIA_FEATURES, svc_mia
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "predict",
     "prediction_entropy",
     "probabilities",
+    "shared_predictions",
     "svc_mia",
     "true_class_confidence",
 ]

@@ -13,6 +13,7 @@ from delete._device import resolve_device
 from delete.data.lazy_dataset import LazyImageDataset
 from delete.data.tensor_dataset import ImageTensorDataset
 from delete.metrics._validation import MetricInputError
+from delete.metrics.shared import model_state_key, shared
 from delete.progress import EpochProgress, has_listeners, report_epoch
 
 __all__ = ["predict"]
@@ -72,6 +73,22 @@ def predict(
     if batch_size < 1:
         raise MetricInputError(f"batch_size must be positive, got {batch_size}")
     dev = resolve_device(device)
+    if not isinstance(dataset_or_loader, Dataset):
+        return _predict(model, dataset_or_loader, dev, batch_size)
+    # A dataset (not a caller's loader, which may yield anything) is predicted once per model
+    # state inside delete.metrics.shared_predictions(); the tensors handed out are copies.
+    data = dataset_or_loader
+    key = ("predict", id(model), model_state_key(model), id(data), batch_size, str(dev))
+    logits, labels = shared(key, (model, data), lambda: _predict(model, data, dev, batch_size))
+    return logits.clone(), labels.clone()
+
+
+def _predict(
+    model: nn.Module,
+    dataset_or_loader: Dataset | Iterable[tuple[Tensor, Tensor]],
+    dev: torch.device,
+    batch_size: int,
+) -> tuple[Tensor, Tensor]:
     params = list(model.parameters())
     home = params[0].device if params else dev
     was_training = model.training
