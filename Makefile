@@ -35,12 +35,13 @@ test: $(STAMP) ## Run every test (unit, flows, behavioral, doctests)
 test-fast: $(STAMP) ## Unit tests and doctests only
 	$(PY) -m pytest -q tests/unit delete tasks flows
 
-bench: $(STAMP) ## Quick benchmarks: methods, applications, pipeline overhead, DELETE defaults on the model zoo
+bench: $(STAMP) ## Quick benchmarks: methods, applications, pipeline overhead, model zoo, hosts, scale
 	$(PY) -m delete.bench --quick --out bench_results
 	$(PY) -m delete.applications.bench --quick --out bench_results --threads 1
 	$(PY) -m flows.bench_pipeline --out bench_results
 	$(PY) -m delete.bench.zoo_bench --out bench_results --threads 1
 	$(PY) -m flows.bench_hosts --out bench_results
+	$(MAKE) bench-scale
 
 bench-hosts: $(STAMP) ## Several hosts: 2 workers vs 1 on the same requests, servers vs embedded overhead
 	$(PY) -m flows.bench_hosts --out bench_results
