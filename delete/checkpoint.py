@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from delete.errors import CheckpointError, UnknownModelError
+from delete.errors import CheckpointError, UnknownModelError, one_line
 from delete.models import ModelSpec, build_model
 
 __all__ = ["save_model", "load_model", "file_sha256", "state_dict_sha256"]
@@ -45,14 +45,14 @@ def _read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str
                 metadata = dict(handle.metadata() or {})
                 return {k: handle.get_tensor(k) for k in handle.keys()}, metadata  # noqa: SIM118
         except Exception as exc:  # noqa: BLE001 - every parse failure means a corrupt file
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise CheckpointError(f"model file {path} is corrupt or truncated: {first}") from exc
+            raise CheckpointError(
+                f"model file {path} is corrupt or truncated: {one_line(exc)}"
+            ) from exc
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
-            f"model file {path} refused (not a weights-only checkpoint): {first}"
+            f"model file {path} refused (not a weights-only checkpoint): {one_line(exc)}"
         ) from exc
     if not isinstance(payload, dict) or not all(
         isinstance(v, torch.Tensor) for v in payload.values()

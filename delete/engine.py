@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from delete.errors import CheckpointError, NonFiniteLossError
+from delete.errors import CheckpointError, NonFiniteLossError, one_line
 from delete.methods.base import UnlearnContext, UnlearningMethod
 from delete.progress import EpochProgress, report_epoch
 
@@ -103,9 +103,7 @@ def load_checkpoint(path: Path, fingerprint: str) -> dict[str, Any] | None:
     try:
         payload: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the same failure to the user
-        raise CheckpointError(
-            f"engine checkpoint {path} is unreadable: {exc}".splitlines()[0]
-        ) from exc
+        raise CheckpointError(f"engine checkpoint {path} is unreadable: {one_line(exc)}") from exc
     if payload.get("fingerprint") != fingerprint:
         log.warning("ignoring checkpoint %s: it belongs to a different run configuration", path)
         return None

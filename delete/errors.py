@@ -1,7 +1,8 @@
 """Exceptions raised by the core library.
 
 Every error carries a one-line message that names the problem, so the CLI and the
-pipeline can print it as is and the audit record can store it verbatim.
+pipeline can print it as is and the audit record can store it verbatim; :func:`one_line`
+makes one of any other exception's message.
 """
 
 from __future__ import annotations
@@ -12,13 +13,16 @@ __all__ = [
     "InvalidClassError",
     "MissingRetainDataError",
     "UnknownMethodError",
+    "DuplicateRegistrationError",
     "InvalidHparamError",
+    "InvalidRepairSetError",
     "NonFiniteLossError",
     "CheckpointError",
     "DatasetError",
     "UnknownModelError",
     "OnnxExportError",
     "OnnxParityError",
+    "one_line",
 ]
 
 
@@ -45,6 +49,10 @@ class UnknownMethodError(UnlearningError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class DuplicateRegistrationError(UnlearningError):
+    """A method, model, dataset or task name is already registered for something else."""
+
+
 class InvalidHparamError(UnlearningError):
     """A hyper-parameter is unknown to the method or has an invalid value."""
 
@@ -55,6 +63,10 @@ class NonFiniteLossError(UnlearningError):
 
 class CheckpointError(UnlearningError):
     """A checkpoint is corrupt, truncated, pickled, or does not fit the architecture."""
+
+
+class InvalidRepairSetError(UnlearningError):
+    """A declared repair set is outside the dataset, holds forget samples, or is too large."""
 
 
 class DatasetError(UnlearningError):
@@ -76,3 +88,30 @@ class OnnxParityError(UnlearningError):
     """
 
     report: object | None = None
+
+
+def one_line(message: BaseException | str, limit: int = 400, *, first_line: bool = True) -> str:
+    """``message`` as one line of at most ``limit`` characters, for a person or a record.
+
+    Its first non-empty line (``first_line=False``: all its lines, joined), runs of whitespace
+    as one space; a longer one is cut to end in ``...``. An exception without a message gives
+    its type name (an empty string stays empty). The one such helper: the pipeline
+    (``tasks``, ``flows``) uses it too, with the limit each caller needs.
+
+    Example:
+        >>> one_line(ValueError("bad  thing\\n  more detail"))
+        'bad thing'
+        >>> one_line(KeyError())
+        'KeyError'
+        >>> one_line("first\\n  second", first_line=False)
+        'first second'
+        >>> one_line("x" * 10, limit=8)
+        'xxxxx...'
+    """
+    text = str(message).strip()
+    if not text:
+        return "" if isinstance(message, str) else type(message).__name__
+    if first_line:
+        text = text.splitlines()[0]  # not blank: the text was stripped
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."

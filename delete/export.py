@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from delete.errors import OnnxExportError, OnnxParityError
+from delete.errors import OnnxExportError, OnnxParityError, one_line
 
 __all__ = ["OnnxParityReport", "export_onnx", "check_onnx_parity", "export_and_verify"]
 
@@ -92,8 +92,7 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def _first_line(exc: BaseException) -> str:
-    text = _ANSI.sub("", str(exc)).strip()
-    return " ".join(text.splitlines()[0].split())[:300] if text else type(exc).__name__
+    return one_line(_ANSI.sub("", str(exc)), 300) or type(exc).__name__
 
 
 def _export_reason(exc: BaseException) -> str:

@@ -12,7 +12,7 @@ from prefect.cache_policies import NO_CACHE
 from tasks._faults import crash_point
 from tasks.audit import AuditLog
 from tasks.coordination import registry_slot
-from tasks.registry import get_alias, set_alias, set_version_tags, version_tags
+from tasks.registry import ModelRegistry
 from tasks.settings import PipelineSettings
 
 __all__ = [
@@ -78,11 +78,11 @@ def move_alias(
     with registry_slot(settings):
         # Kept on the version before the move: if the process dies between the move and its
         # audit record, the retry (resume_alias_move) still records the true from-version.
-        before = get_alias(settings, name, alias)
-        set_version_tags(
-            settings, name, version, {ALIAS_FROM_TAG.format(alias=alias): _tag_version(before)}
+        before = ModelRegistry.of(settings).get_alias(name, alias)
+        ModelRegistry.of(settings).set_version_tags(
+            name, version, {ALIAS_FROM_TAG.format(alias=alias): _tag_version(before)}
         )
-        previous = set_alias(settings, name, alias, version)
+        previous = ModelRegistry.of(settings).set_alias(name, alias, version)
     crash_point("alias.after_move")
     payload = {
         "request_id": request_id,
@@ -129,7 +129,7 @@ def resume_alias_move(
     Returns:
         The audit payload of what was recorded (``moved`` tells whether the alias points here).
     """
-    current = get_alias(settings, name, alias)
+    current = ModelRegistry.of(settings).get_alias(name, alias)
     if current == version:
         recorded = [
             r
@@ -138,7 +138,11 @@ def resume_alias_move(
         ]
         if recorded:
             return {**recorded[-1]["payload"], "moved": True}
-        raw = version_tags(settings, name, version).get(ALIAS_FROM_TAG.format(alias=alias))
+        raw = (
+            ModelRegistry.of(settings)
+            .version_tags(name, version)
+            .get(ALIAS_FROM_TAG.format(alias=alias))
+        )
         payload = {
             "request_id": request_id,
             "model": name,

@@ -23,19 +23,15 @@ from tasks._common import code_version
 from tasks.applications import task_tags
 from tasks.audit import AuditLog
 from tasks.dataset import DataVersion
-from tasks.export import package_model_task
+from tasks.export import ModelPackage, package_model_task
 from tasks.registry import (
     CHAMPION,
     TAG_ALIAS_APPLIED,
     TAG_REQUEST_ID,
     TAG_VERDICT,
-    create_run,
-    finish_run,
-    get_alias,
+    ModelRegistry,
     log_to_run_task,
-    mark_complete,
     register_version_task,
-    set_version_tags,
 )
 from tasks.settings import PipelineSettings
 
@@ -92,6 +88,7 @@ def register_original(
     settings: PipelineSettings, audit: AuditLog, original: Original
 ) -> RegisteredOriginal:
     """Package, log, register, complete and promote ``original`` (see the module docstring)."""
+    registry = ModelRegistry.of(settings)
     package = package_model_task(
         original.model,
         original.spec,
@@ -100,12 +97,43 @@ def register_original(
         rtol=settings.onnx_rtol,
     )
     code = code_version()
-    run_id = create_run(
-        settings,
+    run_id = _log_run(settings, original, package, code)
+    tags = _version_tags(original, package, code)
+    version = register_version_task(
+        settings, name=original.name, run_id=run_id, model_dir=package.model_dir, tags=tags
+    )
+    registry.mark_complete(original.name, version)
+    # A re-registered name never demotes a champion produced by later deletions.
+    if registry.get_alias(original.name, CHAMPION) is None:
+        move_alias_task(
+            settings,
+            audit,
+            original.name,
+            CHAMPION,
+            version,
+            reason=original.alias_reason or f"{original.origin}: original model",
+            verdict="n/a",
+            request_id=None,
+        )
+    registry.set_version_tags(original.name, version, {TAG_ALIAS_APPLIED: "true"})
+    audit.append(original.audit_event, _audit_payload(original, version, package, code, run_id))
+    registry.finish_run(run_id)
+    return RegisteredOriginal(
+        version=version,
+        mlflow_run_id=run_id,
+        onnx_path=str(Path(package.onnx_path)),
+        champion=registry.get_alias(original.name, CHAMPION),
+    )
+
+
+def _log_run(
+    settings: PipelineSettings, original: Original, package: ModelPackage, code: dict[str, Any]
+) -> str:
+    """The MLflow run of the registration: parameters, metrics, weights, ONNX and evidence."""
+    run_id = ModelRegistry.of(settings).create_run(
         run_name=f"{original.origin}-{original.name}",
         tags={TAG_REQUEST_ID: original.origin, "prefect.flow_run_id": current_flow_run_id()},
     )
-    scalars = _scalars(original.metrics)
     log_to_run_task(
         settings,
         run_id,
@@ -115,7 +143,7 @@ def register_original(
             "task": original.task,
             **{f"task.{k}": v for k, v in original.task_options.items()},
         },
-        metrics=scalars,
+        metrics=_scalars(original.metrics),
         artifacts=[
             (package.weights_path, "model_files"),
             (package.onnx_path, "model_files"),
@@ -127,7 +155,14 @@ def register_original(
             "original_metrics.json": dict(original.metrics),
         },
     )
-    tags = {
+    return run_id
+
+
+def _version_tags(
+    original: Original, package: ModelPackage, code: dict[str, Any]
+) -> dict[str, Any]:
+    """Version 1's tags: its origin, data and code versions, task, metrics and ONNX hash."""
+    return {
         TAG_REQUEST_ID: original.origin,
         "origin": original.origin,
         "forget_classes": [],
@@ -139,49 +174,28 @@ def register_original(
         "code.git_dirty": str(code["git_dirty"]).lower(),
         **task_tags(original.task, original.task_options),
         **original.tags,
-        **{f"metric.{k}": v for k, v in scalars.items()},
+        **{f"metric.{k}": v for k, v in _scalars(original.metrics).items()},
         "onnx_sha256": package.onnx_sha256,
         TAG_VERDICT: "n/a",
     }
-    version = register_version_task(
-        settings, name=original.name, run_id=run_id, model_dir=package.model_dir, tags=tags
-    )
-    mark_complete(settings, original.name, version)
-    # A re-registered name never demotes a champion produced by later deletions.
-    if get_alias(settings, original.name, CHAMPION) is None:
-        move_alias_task(
-            settings,
-            audit,
-            original.name,
-            CHAMPION,
-            version,
-            reason=original.alias_reason or f"{original.origin}: original model",
-            verdict="n/a",
-            request_id=None,
-        )
-    set_version_tags(settings, original.name, version, {TAG_ALIAS_APPLIED: "true"})
-    audit.append(
-        original.audit_event,
-        {
-            "model": original.name,
-            "version": version,
-            "task": original.task,
-            "task_options": dict(original.task_options),
-            "data_version": original.data_version.to_dict(),
-            "metrics": dict(original.metrics),
-            "weights_sha256": package.weights_sha256,
-            "onnx_sha256": package.onnx_sha256,
-            "code_version": code,
-            "mlflow_run_id": run_id,
-            "flow_run_id": current_flow_run_id(),
-            "at": utc_now(),
-            **original.audit_payload,
-        },
-    )
-    finish_run(settings, run_id)
-    return RegisteredOriginal(
-        version=version,
-        mlflow_run_id=run_id,
-        onnx_path=str(Path(package.onnx_path)),
-        champion=get_alias(settings, original.name, CHAMPION),
-    )
+
+
+def _audit_payload(
+    original: Original, version: int, package: ModelPackage, code: dict[str, Any], run_id: str
+) -> dict[str, Any]:
+    """The audit log's entry for the registration."""
+    return {
+        "model": original.name,
+        "version": version,
+        "task": original.task,
+        "task_options": dict(original.task_options),
+        "data_version": original.data_version.to_dict(),
+        "metrics": dict(original.metrics),
+        "weights_sha256": package.weights_sha256,
+        "onnx_sha256": package.onnx_sha256,
+        "code_version": code,
+        "mlflow_run_id": run_id,
+        "flow_run_id": current_flow_run_id(),
+        "at": utc_now(),
+        **original.audit_payload,
+    }

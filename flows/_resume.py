@@ -25,9 +25,7 @@ from tasks.registry import (
     TAG_ALIAS_APPLIED,
     TAG_CONTENT_HASH,
     TAG_VERDICT,
-    close_stale_runs,
-    set_version_tags,
-    version_tags,
+    ModelRegistry,
 )
 from tasks.requests import DeletionRequest, RequestError
 from tasks.settings import PipelineSettings
@@ -159,7 +157,7 @@ def finish_existing(
     unaudited, the request record pending or ``request.completed`` unwritten; each is done
     here, once. With nothing left to do the request is reported ``already_applied``.
     """
-    tags = version_tags(settings, name, version)
+    tags = ModelRegistry.of(settings).version_tags(name, version)
     stored = tags.get(TAG_CONTENT_HASH)
     if stored not in (None, request.content_hash()):
         raise conflict(request, str(stored), f"applied as version {version}")
@@ -180,7 +178,7 @@ def finish_existing(
             verdict=verdict,
             request_id=request.request_id,
         )
-        set_version_tags(settings, name, version, {TAG_ALIAS_APPLIED: "true"})
+        ModelRegistry.of(settings).set_version_tags(name, version, {TAG_ALIAS_APPLIED: "true"})
         finished.append("alias")
     done = [
         r
@@ -205,7 +203,7 @@ def finish_existing(
         )
         finished.append("record")
     if run_id:
-        close_stale_runs(settings, request.request_id, finish=run_id)
+        ModelRegistry.of(settings).close_stale_runs(request.request_id, finish=run_id)
     # resumption data of the killed run; the model is registered
     shutil.rmtree(settings.artifacts_dir / "checkpoints" / request.request_id, ignore_errors=True)
     summary: dict[str, Any] = {

@@ -33,9 +33,10 @@ from delete.training import train_classifier
 from flows._common import move_alias_task, settings_for
 from flows._original import Original, register_original
 from tasks.applications import DEFAULT_TASK_OPTIONS, default_model_name, evaluate_original
-from tasks.audit import open_audit_log
+from tasks.audit import AuditLog, open_audit_log
 from tasks.dataset import ensure_dataset_task, load_dataset_task, push_to_remote_task
-from tasks.registry import CHAMPION, find_version_for_request, get_alias
+from tasks.registry import CHAMPION, ModelRegistry
+from tasks.settings import PipelineSettings
 
 __all__ = ["BOOTSTRAP_REQUEST_ID", "bootstrap_flow", "check_task_options", "train_original"]
 
@@ -129,27 +130,10 @@ def bootstrap_flow(
     push_to_remote_task(settings, ["data.dvc"])
     summary: dict[str, Any] = {"model": name, "data_version": version.to_dict()}
 
-    existing = find_version_for_request(settings, name, BOOTSTRAP_REQUEST_ID)
-    if existing is not None:
-        if get_alias(settings, name, CHAMPION) is None:
-            move_alias_task(
-                settings,
-                audit,
-                name,
-                CHAMPION,
-                existing,
-                reason="bootstrap: the model had no champion",
-                verdict="n/a",
-                request_id=None,
-            )
-        print(f"bootstrap: reusing {name} version {existing}; data {version.md5}")
-        return {
-            **summary,
-            "version": existing,
-            "reused": True,
-            "champion": get_alias(settings, name, CHAMPION),
-            "seconds": time.perf_counter() - started,
-        }
+    reused = _reuse_existing(settings, audit, name)
+    if reused is not None:
+        print(f"bootstrap: reusing {name} version {reused['version']}; data {version.md5}")
+        return {**summary, **reused, "seconds": time.perf_counter() - started}
 
     bundle, version = load_dataset_task(settings, version.md5)
     model, spec, metrics = train_original(task, bundle, options, epochs, seed, device)
@@ -188,6 +172,29 @@ def bootstrap_flow(
         "onnx_path": registered.onnx_path,
         "seconds": time.perf_counter() - started,
     }
+
+
+def _reuse_existing(
+    settings: PipelineSettings, audit: AuditLog, name: str
+) -> dict[str, Any] | None:
+    """An earlier bootstrap's version of ``name`` (given @champion back if it lost it), as
+    ``{version, reused, champion}``; ``None`` when there is none."""
+    registry = ModelRegistry.of(settings)
+    existing = registry.find_version_for_request(name, BOOTSTRAP_REQUEST_ID)
+    if existing is None:
+        return None
+    if registry.get_alias(name, CHAMPION) is None:
+        move_alias_task(
+            settings,
+            audit,
+            name,
+            CHAMPION,
+            existing,
+            reason="bootstrap: the model had no champion",
+            verdict="n/a",
+            request_id=None,
+        )
+    return {"version": existing, "reused": True, "champion": registry.get_alias(name, CHAMPION)}
 
 
 if __name__ == "__main__":

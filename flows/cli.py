@@ -40,6 +40,9 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 from typer.core import TyperGroup
 
 from flows._console import (
@@ -48,11 +51,16 @@ from flows._console import (
     live_progress,
     quiet_environment,
 )
+from tasks._common import one_line
 from tasks.settings import PipelineSettings
 
 __all__ = ["app"]
 
 _DEBUG_ENV = "UNLEARN_DEBUG"
+#: The longest error line the CLI prints (every line of the message, joined).
+_ERROR_LIMIT = 500
+#: Table width off a terminal: wide enough that no row wraps (scripts read one row a line).
+_UNWRAPPED_WIDTH = 100_000
 #: Where ``unlearn ui`` serves MLflow by default.
 
 
@@ -60,25 +68,22 @@ class CommandError(RuntimeError):
     """A command could not do its job; the message is the one line the user sees."""
 
 
-def _one_line(text: str, limit: int = 500) -> str:
-    line = " ".join(str(text).split())
-    return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
 def _describe(exc: BaseException) -> str:
     """Our own errors carry a one-line message; anything else is prefixed by its type."""
     module = type(exc).__module__.split(".")[0]
     message = str(exc)
     if module in {"tasks", "flows", "delete"} and message:
-        return _one_line(message)
+        return one_line(message, _ERROR_LIMIT, first_line=False)
     if isinstance(exc, OSError) and exc.strerror:
         where = f": {exc.filename}" if exc.filename else ""
-        return _one_line(f"{exc.strerror}{where}")
-    return _one_line(f"{type(exc).__name__}: {message}" if message else type(exc).__name__)
+        return one_line(f"{exc.strerror}{where}", _ERROR_LIMIT, first_line=False)
+    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    return one_line(text, _ERROR_LIMIT, first_line=False)
 
 
 def _error(message: str) -> None:
-    typer.echo(f"error: {_one_line(message).replace('Value error, ', '')}", err=True)
+    line = one_line(message, _ERROR_LIMIT, first_line=False)
+    typer.echo(f"error: {line.replace('Value error, ', '')}", err=True)
 
 
 def _is_usage_error(exc: BaseException) -> bool:
@@ -200,10 +205,24 @@ def _relative(path: Path, root: Path) -> str:
         return str(path)
 
 
-def _print_table(headers: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    for line in [headers, *rows]:
-        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
+def _print_table(headers: list[str], rows: list[list[str]], console: Console | None = None) -> None:
+    """A ``rich`` table: a header line, then one line per row, columns two spaces apart.
+
+    On a terminal a long cell wraps inside its column; in a pipe or file every row stays on
+    one line, as scripts that read the text (not ``--json``) expect.
+    """
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for header in headers:
+        table.add_column(header, overflow="fold")
+    for row in rows:
+        table.add_row(*(Text(cell) for cell in row))  # Text: a "[3]" is not rich markup
+    console = console if console is not None else Console(highlight=False)
+    if not console.is_terminal:
+        console = Console(highlight=False, width=_UNWRAPPED_WIDTH)
+    with console.capture() as captured:
+        console.print(table)
+    for line in captured.get().splitlines():
+        typer.echo(line.rstrip())
 
 
 # --- commands ------------------------------------------------------------------------------
@@ -219,7 +238,7 @@ def _audit_rejected_submission(settings: PipelineSettings, file: str, reason: st
             {"request_id": None, "file": file, "reason": reason, "stage": "submit"},
         )
     except AuditError as exc:  # e.g. no key: the rejection itself must still be reported
-        return f"; not in the audit log: {_one_line(str(exc), 120)}"
+        return f"; not in the audit log: {one_line(str(exc), 120, first_line=False)}"
     return ""
 
 
@@ -390,7 +409,7 @@ def _print_outcome(settings: PipelineSettings, r: dict[str, Any]) -> None:
     who = r.get("request_id") or Path(str(r.get("file", "?"))).name
     details = [f"{k} {r[k]}" for k in ("version", "alias") if r.get(k) is not None]
     if r.get("reason"):
-        details.append(_one_line(str(r["reason"]), 200))
+        details.append(one_line(str(r["reason"]), 200, first_line=False))
     typer.echo(f"{who}: {r.get('state')}" + (f" ({'; '.join(details)})" if details else ""))
     where: list[tuple[str, str | None]] = [
         ("record", r.get("record_path")),
@@ -502,9 +521,9 @@ def models(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Registered model versions, their aliases and gate verdicts."""
-    from tasks.registry import list_versions
+    from tasks.registry import ModelRegistry
 
-    versions = list_versions(_settings(ctx), name)
+    versions = ModelRegistry.of(_settings(ctx)).list_versions(name)
     if as_json:
         typer.echo(json.dumps(versions, indent=2, sort_keys=True, default=str))
         return
@@ -521,7 +540,7 @@ def models(
             return "-"
         if isinstance(value, list | tuple):
             return ",".join(str(v) for v in value) or "-"
-        return _one_line(str(value), 60)
+        return one_line(str(value), 60, first_line=False)
 
     _print_table(
         [h.upper() for h in headers], [[cell(row.get(h)) for h in headers] for row in versions]

@@ -16,9 +16,11 @@ from flows._common import settings_for
 from flows.unlearn import RequestOutcomeError, unlearn_flow
 from tasks._common import one_line
 from tasks._faults import crash_point
-from tasks.audit import open_audit_log
+from tasks.audit import AuditLog, open_audit_log
 from tasks.coordination import model_slot
-from tasks.inbox import Inbox, LockTimeoutError
+from tasks.inbox import Claim, Inbox
+from tasks.locks import LockTimeoutError
+from tasks.settings import PipelineSettings
 
 __all__ = ["process_inbox_flow", "run_name"]
 
@@ -68,75 +70,89 @@ def process_inbox_flow(
         claim = inbox.claim_next(model)
         if claim is None:
             break
-        started = time.perf_counter()
         if claim.request is None:
-            reason = claim.error or "invalid request file"
-            audit.append(
-                "request.rejected",
-                {"request_id": None, "file": claim.name, "reason": reason, "stage": "validation"},
-            )
-            path = inbox.mark_failed(claim, f"rejected: {reason}")
-            results.append(
-                {"request_id": None, "file": str(path), "state": "failed", "reason": reason}
-            )
-            print(f"{claim.name}: rejected: {reason}")
+            results.append(_reject_unparsed(inbox, audit, claim))
             continue
-        request = claim.request
-        try:
-            with model_slot(settings, request.model_ref().name, lock_timeout_s):
-                # named after the request in Prefect's UI, not a random `cream-aardvark`
-                named = unlearn_flow.with_options(flow_run_name=run_name(request.request_id))
-                summary = named(
-                    request=request.to_json_dict(),
-                    root=str(settings.root),
-                    device=device,
-                    hold_lock=False,
-                )
-        except LockTimeoutError as exc:
-            inbox.release(claim)
-            print(f"{request.request_id}: {one_line(exc)}; left in the inbox")
+        outcome = _process_claim(settings, inbox, audit, claim, device, lock_timeout_s)
+        if outcome is None:  # another worker holds the model: leave the rest for later
             break
-        except RequestOutcomeError as exc:
-            path = inbox.mark_failed(claim, f"{exc.status}: {exc.reason}")
-            results.append(
-                {
-                    "request_id": request.request_id,
-                    "file": str(path),
-                    "state": "failed",
-                    "status": exc.status,
-                    "reason": exc.reason,
-                    "record_path": exc.record_path,
-                    "seconds": round(time.perf_counter() - started, 3),
-                }
-            )
-            print(f"{request.request_id}: {exc.status}: {exc.reason}")
-            continue
-        except Exception as exc:  # noqa: BLE001 - the request must not be lost in processing/
-            reason = one_line(exc)
-            audit.append(
-                "request.failed",
-                {"request_id": request.request_id, "reason": reason, "stage": "pipeline"},
-            )
-            path = inbox.mark_failed(claim, f"failed: {reason}")
-            results.append(
-                {
-                    "request_id": request.request_id,
-                    "file": str(path),
-                    "state": "failed",
-                    "reason": reason,
-                }
-            )
-            print(f"{request.request_id}: failed: {reason}")
-            continue
-        crash_point("inbox.before_done")
-        path = inbox.mark_done(claim, summary)
-        results.append({**summary, "file": str(path), "state": "done"})
+        results.append(outcome)
     print(
         f"processed {len(results)} request(s): "
         f"{sum(r['state'] == 'done' for r in results)} done, "
         f"{sum(r['state'] == 'failed' for r in results)} failed"
     )
     return results
+
+
+def _reject_unparsed(inbox: Inbox, audit: AuditLog, claim: Claim) -> dict[str, Any]:
+    """A claimed file that is not a valid request: audited, moved to ``failed/``."""
+    reason = claim.error or "invalid request file"
+    audit.append(
+        "request.rejected",
+        {"request_id": None, "file": claim.name, "reason": reason, "stage": "validation"},
+    )
+    path = inbox.mark_failed(claim, f"rejected: {reason}")
+    print(f"{claim.name}: rejected: {reason}")
+    return {"request_id": None, "file": str(path), "state": "failed", "reason": reason}
+
+
+def _process_claim(
+    settings: PipelineSettings,
+    inbox: Inbox,
+    audit: AuditLog,
+    claim: Claim,
+    device: str,
+    lock_timeout_s: float,
+) -> dict[str, Any] | None:
+    """Run one claimed request through the ``unlearn`` subflow and file it as done or failed;
+    ``None`` (the claim back in the inbox) when its model stays locked by another worker."""
+    request = claim.request
+    assert request is not None  # unparsed claims go to _reject_unparsed
+    started = time.perf_counter()
+    try:
+        with model_slot(settings, request.model_ref().name, lock_timeout_s):
+            # named after the request in Prefect's UI, not a random `cream-aardvark`
+            named = unlearn_flow.with_options(flow_run_name=run_name(request.request_id))
+            summary = named(
+                request=request.to_json_dict(),
+                root=str(settings.root),
+                device=device,
+                hold_lock=False,
+            )
+    except LockTimeoutError as exc:
+        inbox.release(claim)
+        print(f"{request.request_id}: {one_line(exc)}; left in the inbox")
+        return None
+    except RequestOutcomeError as exc:
+        path = inbox.mark_failed(claim, f"{exc.status}: {exc.reason}")
+        print(f"{request.request_id}: {exc.status}: {exc.reason}")
+        return {
+            "request_id": request.request_id,
+            "file": str(path),
+            "state": "failed",
+            "status": exc.status,
+            "reason": exc.reason,
+            "record_path": exc.record_path,
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+    except Exception as exc:  # noqa: BLE001 - the request must not be lost in processing/
+        reason = one_line(exc)
+        audit.append(
+            "request.failed",
+            {"request_id": request.request_id, "reason": reason, "stage": "pipeline"},
+        )
+        path = inbox.mark_failed(claim, f"failed: {reason}")
+        print(f"{request.request_id}: failed: {reason}")
+        return {
+            "request_id": request.request_id,
+            "file": str(path),
+            "state": "failed",
+            "reason": reason,
+        }
+    crash_point("inbox.before_done")
+    path = inbox.mark_done(claim, summary)
+    return {**summary, "file": str(path), "state": "done"}
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ unless ``UNLEARN_CRASH_AT`` is set).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import shutil
 import sys
@@ -48,6 +49,7 @@ from delete.errors import (
     InvalidClassError,
     InvalidForgetSetError,
     InvalidHparamError,
+    InvalidRepairSetError,
     MissingRetainDataError,
     UnknownMethodError,
 )
@@ -55,6 +57,7 @@ from delete.hparams import SELECTION_SAMPLE_SIZE, resolve_hparams
 from delete.methods import create_method
 from delete.methods._registry import get_method_class
 from delete.metrics import shared_predictions
+from delete.repair import RepairResult
 from delete.training import make_loader
 from flows._common import (
     artifact_key,
@@ -102,23 +105,16 @@ from tasks.registry import (
     TAG_REQUEST_ID,
     TAG_VERDICT,
     ModelNotFoundError,
+    ModelRegistry,
     ResolvedModel,
-    close_stale_runs,
-    create_run,
-    delete_incomplete_versions,
     describe_version,
-    finish_run,
     iso_to_millis,
-    log_dataset_input,
     log_to_run_task,
-    mark_complete,
     mlflow_page,
     register_version_task,
     resolve_model_task,
-    set_version_description,
-    set_version_tags,
-    versions_for_request,
 )
+from tasks.repair_set import RepairPlan, resolve_repair_plan, run_repair_task, threat_model
 from tasks.report import EvidentlyReport
 from tasks.requests import DeletionRequest, RequestError, parse_request
 from tasks.settings import PipelineSettings
@@ -139,6 +135,7 @@ REJECTION_ERRORS: tuple[type[BaseException], ...] = (
     InvalidClassError,
     InvalidForgetSetError,
     InvalidHparamError,
+    InvalidRepairSetError,
     MissingRetainDataError,
     UnknownMethodError,
     DataVersionMismatchError,
@@ -174,7 +171,9 @@ def pipeline_overhead(record: Mapping[str, Any]) -> dict[str, float]:
         {'total_seconds': 50.0, 'unlearn_seconds': 8.0, 'overhead_seconds': 42.0}
     """
     timings = record.get("timings") or {}
-    total, compute = float(timings.get("total", 0.0)), float(timings.get("unlearn", 0.0))
+    # The repair step of a declared repair set is compute too, not pipeline overhead.
+    compute = float(timings.get("unlearn", 0.0)) + float(timings.get("repair", 0.0))
+    total = float(timings.get("total", 0.0))
     return {"total_seconds": total, "unlearn_seconds": compute, "overhead_seconds": total - compute}
 
 
@@ -342,6 +341,7 @@ class _Loaded:
     bundle: Any
     data_version: Any
     hparams: dict[str, Any]
+    repair: RepairPlan | None = None
 
 
 @dataclass(frozen=True)
@@ -360,6 +360,22 @@ class _Artifacts:
 
 
 @dataclass(frozen=True)
+class _Repair:
+    """The declared repair set as it ran: its plan, its DVC manifest and the step's record."""
+
+    plan: RepairPlan
+    manifest: ForgetManifest
+    result: RepairResult
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            **self.plan.to_record(),
+            "manifest": self.manifest.to_dict(),
+            "run": self.result.to_dict(),
+        }
+
+
+@dataclass(frozen=True)
 class _Work:
     """Everything a request produced before registration, in one typed value."""
 
@@ -368,6 +384,7 @@ class _Work:
     result: UnlearnResult
     judged: _Judged
     artifacts: _Artifacts
+    repair: _Repair | None = None
 
 
 def _run_name() -> str:
@@ -479,7 +496,7 @@ def _record_failure(ctx: _Run, exc: Exception) -> None:
             log_to_run_task(
                 ctx.settings, ctx.mlflow_run_id, tags={"error": reason, "status": status}
             )
-            finish_run(ctx.settings, ctx.mlflow_run_id, "FAILED")
+            ModelRegistry.of(ctx.settings).finish_run(ctx.mlflow_run_id, "FAILED")
         except Exception as log_exc:  # noqa: BLE001 - the request's outcome matters more
             print(f"could not mark MLflow run {ctx.mlflow_run_id} failed: {one_line(log_exc)}")
     raise RequestOutcomeError(record.request_id, status, reason, record_path) from exc
@@ -501,18 +518,24 @@ def _apply(ctx: _Run, request: DeletionRequest) -> dict[str, Any]:
             request.request_id,
             indices=loaded.run.manifest_indices,
         )
-        dvc_file = Path(manifest.dvc_file).relative_to(ctx.settings.root)
-        push_to_remote_task(ctx.settings, [str(dvc_file)])
+        repair_manifest = _repair_manifest(ctx, request, loaded)
+        dvc_files = [m.dvc_file for m in (manifest, repair_manifest) if m is not None]
+        push_to_remote_task(
+            ctx.settings, [str(Path(f).relative_to(ctx.settings.root)) for f in dvc_files]
+        )
     # The evaluation, the Evidently report and the membership plot read the same splits with
     # the same two models: each split is predicted once per model state.
     with shared_predictions():
         with ctx.timer.step("evaluate_before"):
             before = evaluate_task_model_task(loaded.parent.model, loaded.run, ctx.device)
         result = _unlearn(ctx, request, loaded)
+        repaired = _repair(ctx, loaded, result, repair_manifest)
+        if repaired is not None:  # the repaired model is the one judged, exported, registered
+            result = dataclasses.replace(result, model=repaired.result.model)
         with ctx.timer.step("evaluate_after"):
             judged = _judge(ctx, loaded, before, result)
         artifacts = _artifacts(ctx, request, loaded, result, judged)
-    work = _Work(loaded, manifest, result, judged, artifacts)
+    work = _Work(loaded, manifest, result, judged, artifacts, repaired)
     record = _lineage_record(ctx, request, work)
     with ctx.timer.step("mlflow"):
         record = _register(ctx, request, work, record)
@@ -524,7 +547,7 @@ def _already_applied(ctx: _Run, request: DeletionRequest, name: str) -> dict[str
     ``None`` once a killed run's debris is cleared."""
     existing = [
         v
-        for v, tags in versions_for_request(ctx.settings, name, request.request_id)
+        for v, tags in ModelRegistry.of(ctx.settings).versions_for_request(name, request.request_id)
         if tags.get("pipeline.complete") == "true"
     ]
     if existing:
@@ -534,8 +557,10 @@ def _already_applied(ctx: _Run, request: DeletionRequest, name: str) -> dict[str
         raise conflict(request, prior, "see its audit record")
     # Runs of this request still RUNNING were left by killed processes (the model's lock
     # is held, so no live run of the same request can exist).
-    close_stale_runs(ctx.settings, request.request_id)
-    for version in delete_incomplete_versions(ctx.settings, name, request.request_id):
+    ModelRegistry.of(ctx.settings).close_stale_runs(request.request_id)
+    for version in ModelRegistry.of(ctx.settings).delete_incomplete_versions(
+        name, request.request_id
+    ):
         ctx.audit.append(
             "version.discarded",
             {
@@ -572,7 +597,13 @@ def _load(ctx: _Run, request: DeletionRequest) -> _Loaded:
                 f"but dataset {run.data.name} has {run.num_classes} classes"
             )
         hparams = _method_hparams(request.method, run.data.name, request.hparams, task_name)
-    return _Loaded(parent, run, bundle, data_version, hparams)
+        # A declared repair set is checked here, before any work: one line if ill-formed.
+        plan = (
+            None
+            if request.repair_set is None
+            else resolve_repair_plan(ctx.settings, bundle, run, request.repair_set)
+        )
+    return _Loaded(parent, run, bundle, data_version, hparams, plan)
 
 
 def _unlearn(ctx: _Run, request: DeletionRequest, loaded: _Loaded) -> UnlearnResult:
@@ -603,9 +634,42 @@ def _unlearn(ctx: _Run, request: DeletionRequest, loaded: _Loaded) -> UnlearnRes
     return result
 
 
+def _repair_manifest(ctx: _Run, request: DeletionRequest, loaded: _Loaded) -> ForgetManifest | None:
+    """``repair.csv`` beside the forget manifest, versioned by DVC; ``None`` without a
+    declared repair set."""
+    if loaded.repair is None:
+        return None
+    return extract_forget_set_task(
+        ctx.settings,
+        loaded.bundle,
+        loaded.run.forget_classes,
+        request.request_id,
+        indices=list(loaded.repair.indices),
+        manifest_name="repair.csv",
+    )
+
+
+def _repair(
+    ctx: _Run, loaded: _Loaded, result: UnlearnResult, manifest: ForgetManifest | None
+) -> _Repair | None:
+    """The task's repair step on the declared repair set (``None`` without one)."""
+    if loaded.repair is None or manifest is None:
+        return None
+    with ctx.timer.step("repair"):
+        repaired = run_repair_task(
+            result.model,
+            loaded.parent.model,
+            loaded.repair,
+            loaded.run,
+            int(loaded.hparams.get("batch_size", 64)),
+            ctx.device,
+        )
+    return _Repair(loaded.repair, manifest, repaired)
+
+
 def _judge(ctx: _Run, loaded: _Loaded, before: dict[str, float], result: UnlearnResult) -> _Judged:
     after = evaluate_task_model_task(result.model, loaded.run, ctx.device)
-    gates = load_gates(ctx.settings.gates_file, loaded.run.name)
+    gates = load_gates(ctx.settings.gates_file, loaded.run.name, threat_model(loaded.repair))
     verdict = check_gates(
         loaded.run.name, before, after, gates, forgotten=loaded.run.forget_class_names
     )
@@ -665,6 +729,8 @@ def _lineage_record(ctx: _Run, request: DeletionRequest, work: _Work) -> Request
         forget_class_names=run.forget_class_names,
         data_version=loaded.data_version.to_dict(),
         forget_manifest=manifest.to_dict(),
+        threat_model=threat_model(loaded.repair),
+        repair=None if work.repair is None else work.repair.to_record(),
         method=request.method,
         hparams=result.config.to_dict(),
         engine={
@@ -693,16 +759,14 @@ def _lineage_record(ctx: _Run, request: DeletionRequest, work: _Work) -> Request
 def _log_inputs(ctx: _Run, request: DeletionRequest, work: _Work, run_id: str) -> None:
     """The DVC-pinned data and the forget manifest as the run's inputs (the UI's Datasets)."""
     version = work.loaded.data_version
-    log_dataset_input(
-        ctx.settings,
+    ModelRegistry.of(ctx.settings).log_dataset_input(
         run_id,
         name=work.loaded.run.data.name,
         path=version.path,
         digest=version.md5,
         details={"git_rev": version.git_rev or "none"},
     )
-    log_dataset_input(
-        ctx.settings,
+    ModelRegistry.of(ctx.settings).log_dataset_input(
         run_id,
         name=f"forget-set/{request.request_id}",
         path=work.manifest.dvc_file,
@@ -722,6 +786,7 @@ def _run_params(request: DeletionRequest, work: _Work) -> dict[str, Any]:
         "forget_classes": list(run.forget_classes),
         "data.dvc_md5": work.loaded.data_version.md5,
         "forget_manifest.dvc_md5": work.manifest.dvc_md5,
+        "threat_model": threat_model(work.loaded.repair),
         "device": result.device,
         "engine.resumed_from_epoch": result.engine.resumed_from_epoch,
         **{f"hparam.{k}": v for k, v in result.config.to_dict().items()},
@@ -764,6 +829,8 @@ def _version_tags(
         "data.git_rev": work.loaded.data_version.git_rev or "none",
         "data.forget_manifest_dvc_md5": manifest.dvc_md5,
         "data.forget_manifest_sha256": manifest.content_sha256,
+        "threat_model": threat_model(work.loaded.repair),
+        **_repair_tags(work.repair),
         "code.git_sha": code.get("git_sha"),
         "code.package_version": code.get("package_version"),
         "code.git_dirty": str(code.get("git_dirty")).lower(),
@@ -779,13 +846,24 @@ def _version_tags(
     }
 
 
+def _repair_tags(repair: _Repair | None) -> dict[str, Any]:
+    """The declared repair set on the version: its size, its DVC manifest and its step."""
+    if repair is None:
+        return {}
+    return {
+        "repair.step": repair.plan.step,
+        "repair.n_images": len(repair.plan.indices),
+        "repair.manifest_dvc_md5": repair.manifest.dvc_md5,
+        "repair.manifest_sha256": repair.manifest.content_sha256,
+    }
+
+
 def _register(
     ctx: _Run, request: DeletionRequest, work: _Work, record: RequestRecord
 ) -> RequestRecord:
     """One MLflow run with everything, the new version, the record, then the completion tag."""
     settings, name, verdict = ctx.settings, request.model_ref().name, work.judged.verdict
-    run_id = create_run(
-        settings,
+    run_id = ModelRegistry.of(settings).create_run(
         run_name=f"unlearn-{request.request_id}",
         tags={
             TAG_REQUEST_ID: request.request_id,
@@ -826,7 +904,7 @@ def _register(
     )
     write_request_record(settings, request.request_id, record.to_json_dict())
     crash_point("registry.after_create_version")
-    mark_complete(settings, name, version)
+    ModelRegistry.of(settings).mark_complete(name, version)
     crash_point("registry.after_complete")
     return record
 
@@ -852,9 +930,8 @@ def _move_alias(
         verdict=verdict.label,
         request_id=request.request_id,
     )
-    set_version_tags(ctx.settings, name, version, {TAG_ALIAS_APPLIED: "true"})
-    set_version_description(
-        ctx.settings,
+    ModelRegistry.of(ctx.settings).set_version_tags(name, version, {TAG_ALIAS_APPLIED: "true"})
+    ModelRegistry.of(ctx.settings).set_version_description(
         name,
         version,
         describe_version(
@@ -905,13 +982,14 @@ def _promote(
         },
         artifacts=[(str(record_path), "audit")],
     )
-    set_version_tags(
-        settings,
+    ModelRegistry.of(settings).set_version_tags(
         name,
         version,
         {"pipeline.overhead_seconds": round(overhead["overhead_seconds"], 3)},
     )
-    finish_run(settings, run_id, end_time_ms=iso_to_millis(record.finished_at or utc_now()))
+    ModelRegistry.of(settings).finish_run(
+        run_id, end_time_ms=iso_to_millis(record.finished_at or utc_now())
+    )
     page, local = mlflow_page(settings, run_id, name, version)
     shown = {
         **record.to_json_dict(),

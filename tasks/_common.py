@@ -1,4 +1,7 @@
-"""Small helpers the pipeline tasks share: one-line errors, subprocesses, code versions."""
+"""Small helpers the pipeline tasks share: one-line errors, subprocesses, code versions.
+
+:func:`one_line` is :func:`delete.errors.one_line` (the core library has the one definition).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +14,8 @@ from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from delete.errors import one_line
 
 __all__ = [
     "PipelineError",
@@ -29,22 +34,6 @@ _PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
 class PipelineError(RuntimeError):
     """A pipeline step failed for a reason worth telling the requester in one line."""
-
-
-def one_line(exc: BaseException | str, limit: int = 400) -> str:
-    """The first non-empty line of an error message, prefixed by its type when bare.
-
-    Example:
-        >>> one_line(ValueError("bad thing\\nmore detail"))
-        'bad thing'
-        >>> one_line(KeyError())
-        'KeyError'
-    """
-    text = exc if isinstance(exc, str) else str(exc)
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    if not lines:
-        return type(exc).__name__ if not isinstance(exc, str) else "unknown error"
-    return lines[0][:limit]
 
 
 def run_command(
@@ -106,8 +95,18 @@ def code_version() -> dict[str, Any]:
 
 
 def canonical_json(obj: Any) -> str:
-    """Sorted-key, compact JSON: the same object always gives the same bytes."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    """The one JSON spelling used for hashing: sorted keys, no spaces, ASCII only, no NaN.
+
+    The same object always gives the same bytes; audit-log hashes and request digests are
+    computed over it, so it must never change.
+
+    Example:
+        >>> print(canonical_json({"b": [1.5, None], "a": "é"}))
+        {"a":"\\u00e9","b":[1.5,null]}
+    """
+    return json.dumps(
+        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+    )
 
 
 def sha256_text(text: str) -> str:

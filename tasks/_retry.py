@@ -9,10 +9,16 @@ of re-running them with back-off.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-__all__ = ["is_transient_io", "retry_on_transient_io", "IO_RETRY_POLICY"]
+__all__ = [
+    "is_transient_io",
+    "retry_on_transient_io",
+    "IO_RETRY_DELAYS_S",
+    "IO_RETRY_POLICY",
+    "io_retrying",
+]
 
 # MLflow error codes that mean "try again later" (SQLite "database is locked" is the first).
 _TRANSIENT_MLFLOW_CODES = frozenset(
@@ -64,9 +70,37 @@ def retry_on_transient_io(task: Any, task_run: Any, state: Any) -> bool:
     return not isinstance(exc, BaseException) or is_transient_io(exc)
 
 
+#: Seconds before each retry of a transient I/O failure (three retries, backing off).
+IO_RETRY_DELAYS_S: tuple[float, ...] = (1, 5, 15)
+
 #: Keyword arguments of every I/O task: three retries with back-off, transient failures only.
 IO_RETRY_POLICY: dict[str, Any] = {
-    "retries": 3,
-    "retry_delay_seconds": [1, 5, 15],
+    "retries": len(IO_RETRY_DELAYS_S),
+    "retry_delay_seconds": list(IO_RETRY_DELAYS_S),
     "retry_condition_fn": retry_on_transient_io,
 }
+
+
+def io_retrying(delays_s: Sequence[float] = IO_RETRY_DELAYS_S) -> Any:
+    """The same policy for one call (a ``tenacity.Retrying``): retry transient I/O only, after
+    each of ``delays_s`` in turn, then re-raise the last error as it was.
+
+    Example:
+        >>> calls = []
+        >>> def flaky():
+        ...     calls.append(1)
+        ...     if len(calls) < 2:
+        ...         raise ConnectionResetError("peer reset")
+        ...     return "ok"
+        >>> io_retrying((0,))(flaky), len(calls)
+        ('ok', 2)
+    """
+    from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_chain, wait_fixed
+
+    delays = list(delays_s)
+    return Retrying(
+        retry=retry_if_exception(is_transient_io),
+        stop=stop_after_attempt(len(delays) + 1),
+        wait=wait_chain(*(wait_fixed(d) for d in delays)) if delays else wait_fixed(0),
+        reraise=True,
+    )

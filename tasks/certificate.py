@@ -25,7 +25,8 @@ Also accepted: ``model`` as ``{name, parent_version, version, alias}``, ``hashes
 itself, ``completed_at`` and an ``artifacts`` mapping.
 
 The certificate states plainly that it is empirical evidence, not a proof. All user-supplied
-text is escaped (HTML entities in HTML; Markdown punctuation in Markdown).
+text is escaped (in HTML by the autoescaping jinja2 template ``templates/certificate.html.j2``;
+Markdown punctuation in Markdown).
 
 What a reader should not have to guess is said outright: each membership-inference figure gets
 one sentence (the SVC member rate is left out, with the reason, where the attack cannot be read),
@@ -37,7 +38,7 @@ a request finished after its deadline is flagged late, only settings that took e
 from __future__ import annotations
 
 import datetime as dt
-import html
+import functools
 import math
 import os
 import re
@@ -45,6 +46,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any, Literal
+
+import jinja2
 
 from tasks.audit import record_digest
 
@@ -129,6 +132,7 @@ class _Section:
     rows: list[tuple[str, Any]] = field(default_factory=list)  # label, value
     table: tuple[list[str], list[list[Any]]] | None = None  # headers, rows
     paragraphs: list[str] = field(default_factory=list)
+    note: bool = False  # paragraphs set apart as a caveat (the disclaimer)
 
 
 def _get(mapping: Any, *keys: str, default: Any = None) -> Any:
@@ -253,123 +257,197 @@ def _relative(value: Any, root: str | None) -> Any:
     return str(path.relative_to(root)) if path.is_relative_to(root) else value
 
 
-def _sections(
-    record: Mapping[str, Any], root: str | os.PathLike[str] | None = None
-) -> tuple[str, list[_Section]]:
+@dataclass(frozen=True)
+class _Facts:
+    """What several sections read from the record, found once (either record layout)."""
+
+    request: Any
+    request_id: Any
+    model_name: Any
+    version: Any
+    parent_version: Any
+    alias: Any
+    verdict: Any
+    thresholds: Any
+    deadline: Any
+    on_time: str | None
+    device: Any
+    onnx: Any
+    hashes: Any
+
+
+def _facts(record: Mapping[str, Any]) -> _Facts:
     request = _get(record, "request", default={})
-    request_id = _get(record, "request_id", default=_get(request, "request_id", default="?"))
-    status = _get(record, "status", "outcome", default=_NOT_RECORDED)
     model = _get(record, "model", default={})
     model_block = model if isinstance(model, Mapping) else {}
-    model_name = model if isinstance(model, str) else _get(model_block, "name")
-    version = _first(_get(record, "version"), _get(model_block, "version", "new_version"))
-    parent_version = _first(_get(record, "parent_version"), _get(model_block, "parent_version"))
-    alias = _first(_get(record, "alias"), _get(model_block, "alias"))
     gates = _get(record, "gates", default={})
-    # the flow keeps the thresholds in `gates` and the outcome in `verdict`
-    verdict = _get(record, "verdict", default=gates if _get(gates, "checks") is not None else {})
-    thresholds = gates if isinstance(gates, Mapping) and "checks" not in gates else {}
-    data_version = _get(record, "data_version", default={})
-    manifest = _get(record, "forget_manifest", default={})
-    hashes = _get(record, "hashes", "model_hashes", default={})
-    onnx = _get(record, "onnx", default={})
+    deadline = _get(request, "deadline")
+    return _Facts(
+        request=request,
+        request_id=_get(record, "request_id", default=_get(request, "request_id", default="?")),
+        model_name=model if isinstance(model, str) else _get(model_block, "name"),
+        version=_first(_get(record, "version"), _get(model_block, "version", "new_version")),
+        parent_version=_first(_get(record, "parent_version"), _get(model_block, "parent_version")),
+        alias=_first(_get(record, "alias"), _get(model_block, "alias")),
+        # the flow keeps the thresholds in `gates` and the outcome in `verdict`
+        verdict=_get(record, "verdict", default=gates if _get(gates, "checks") is not None else {}),
+        thresholds=gates if isinstance(gates, Mapping) and "checks" not in gates else {},
+        deadline=deadline,
+        on_time=_deadline_status(deadline, _get(record, "finished_at", "completed_at")),
+        device=_get(_get(record, "engine", default={}), "device"),
+        onnx=_get(record, "onnx", default={}),
+        hashes=_get(record, "hashes", "model_hashes", default={}),
+    )
 
+
+def _deadline_text(f: _Facts) -> Any:
+    return f.deadline if f.on_time is None else f"{_fmt(f.deadline)} ({f.on_time})"
+
+
+def _summary_section(record: Mapping[str, Any], f: _Facts) -> _Section:
     summary = _Section("Summary")
     summary.rows = [
-        ("Request", request_id),
-        ("Outcome", status),
-        ("Model", _first(model_name, _get(request, "model"))),
-        ("New version", version),
-        ("Alias", alias),
-        ("Gates", _verdict(_get(verdict, "passed"))),
+        ("Request", f.request_id),
+        ("Outcome", _get(record, "status", "outcome", default=_NOT_RECORDED)),
+        ("Model", _first(f.model_name, _get(f.request, "model"))),
+        ("New version", f.version),
+        ("Alias", f.alias),
+        ("Gates", _verdict(_get(f.verdict, "passed"))),
         ("Finished at", _get(record, "finished_at", "completed_at")),
     ]
-    deadline = _get(request, "deadline")
-    on_time = _deadline_status(deadline, _get(record, "finished_at", "completed_at"))
-    if on_time is not None:
-        summary.rows.append(("Deadline", f"{_fmt(deadline)} ({on_time})"))
+    if f.on_time is not None:
+        summary.rows.append(("Deadline", _deadline_text(f)))
     if _get(record, "error") is not None:
         summary.rows.append(("Error", record["error"]))
+    return summary
 
-    req = _Section("Request")
-    req.rows = [
-        ("Requested by", _get(request, "requested_by")),
-        ("Legal basis / reason", _get(request, "reason")),
-        ("Received at", _get(request, "received_at")),
-        ("Deadline", deadline if on_time is None else f"{_fmt(deadline)} ({on_time})"),
-        ("Target model", _get(request, "model")),
-        ("Requested classes", _get(request, "forget_classes")),
-        ("Request content SHA-256", _get(record, "request_content_sha256")),
-    ]
 
-    device = _get(_get(record, "engine", default={}), "device")
-    forgot = _Section("What was forgotten")
-    forgot.rows = [
-        (
-            "Forgotten classes",
-            _get(record, "forget_classes", default=_get(request, "forget_classes")),
-        ),
-        ("Class names", _get(record, "forget_class_names")),
-        (
-            "Forget-set samples",
-            _first(_get(manifest, "n_samples"), _get(data_version, "n_forget_samples")),
-        ),
-        ("Method", _get(record, "method", default=_get(request, "method"))),
-        (
-            "Settings that applied",
-            _applied_settings(_get(record, "hparams", default=_get(request, "hparams")), device)
-            or "none",
-        ),
-        ("Device", device),
-        ("Started at", _get(record, "started_at")),
-    ]
+def _request_section(record: Mapping[str, Any], f: _Facts) -> _Section:
+    return _Section(
+        "Request",
+        rows=[
+            ("Requested by", _get(f.request, "requested_by")),
+            ("Legal basis / reason", _get(f.request, "reason")),
+            ("Received at", _get(f.request, "received_at")),
+            ("Deadline", _deadline_text(f)),
+            ("Target model", _get(f.request, "model")),
+            ("Requested classes", _get(f.request, "forget_classes")),
+            ("Request content SHA-256", _get(record, "request_content_sha256")),
+        ],
+    )
 
+
+def _forgotten_section(record: Mapping[str, Any], f: _Facts) -> _Section:
+    manifest = _get(record, "forget_manifest", default={})
+    data_version = _get(record, "data_version", default={})
+    hparams = _get(record, "hparams", default=_get(f.request, "hparams"))
+    return _Section(
+        "What was forgotten",
+        rows=[
+            (
+                "Forgotten classes",
+                _get(record, "forget_classes", default=_get(f.request, "forget_classes")),
+            ),
+            ("Class names", _get(record, "forget_class_names")),
+            (
+                "Forget-set samples",
+                _first(_get(manifest, "n_samples"), _get(data_version, "n_forget_samples")),
+            ),
+            ("Method", _get(record, "method", default=_get(f.request, "method"))),
+            ("Threat model", _threat_model(record)),
+            ("Settings that applied", _applied_settings(hparams, f.device) or "none"),
+            ("Device", f.device),
+            ("Started at", _get(record, "started_at")),
+        ],
+    )
+
+
+def _threat_model(record: Mapping[str, Any]) -> str | None:
+    """Which data the deletion used besides the forget set, said outright."""
+    repair = _get(record, "repair")
+    if isinstance(repair, Mapping):
+        share = _get(repair, "fraction_of_train")
+        share_text = f"{100 * share:.2f}% of the training set" if share is not None else ""
+        return (
+            f"declared repair set: {_get(repair, 'n_images')} clean images chosen by the "
+            f"requester ({share_text}; at most {100 * (_get(repair, 'max_fraction') or 0):g}%), "
+            f"used after unlearning by the '{_get(repair, 'step')}' repair step; their files "
+            "are listed in the DVC-versioned repair.csv"
+        )
+    if _get(record, "threat_model") == "no-clean-data":
+        return "no clean data: only the forget set was used (DELETE as in the paper)"
+    return None
+
+
+def _versions_section(record: Mapping[str, Any]) -> _Section:
     versions = _Section("Data and code versions")
     for label, block in (
-        ("data", data_version),
-        ("forget set", manifest),
+        ("data", _get(record, "data_version", default={})),
+        ("forget set", _get(record, "forget_manifest", default={})),
+        ("repair set", _get(_get(record, "repair", default={}) or {}, "manifest", default={})),
         ("code", _get(record, "code_version", default={})),
     ):
         if isinstance(block, Mapping) and block:
             versions.rows += [(f"{label}: {k}", v) for k, v in block.items()]
-        else:
+        elif label != "repair set":  # a request without a repair set has no such version
             versions.rows.append((f"{label} version", block or None))
+    return versions
 
-    models = _Section("Models")
+
+#: Hash keys the models table already shows; any other key of ``hashes`` gets its own row.
+_SHOWN_HASHES = {
+    "parent_weights_sha256",
+    "parent_sha256",
+    "original_sha256",
+    "onnx_sha256",
+    "new_weights_sha256",
+    "new_sha256",
+    "unlearned_sha256",
+}
+
+
+def _models_section(record: Mapping[str, Any], f: _Facts) -> _Section:
     parent_sha = _first(
         _get(record, "parent_weights_sha256"),
-        _get(hashes, "parent_weights_sha256", "parent_sha256", "original_sha256"),
+        _get(f.hashes, "parent_weights_sha256", "parent_sha256", "original_sha256"),
     )
     new_sha = _first(
         _get(record, "weights_sha256", "new_weights_sha256"),
-        _get(hashes, "new_weights_sha256", "new_sha256", "unlearned_sha256"),
+        _get(f.hashes, "new_weights_sha256", "new_sha256", "unlearned_sha256"),
     )
+    models = _Section("Models")
     models.table = (
         ["Model", "Version", "Weights SHA-256"],
         [
-            ["original (parent)", parent_version, parent_sha],
-            ["unlearned (new)", version, new_sha],
+            ["original (parent)", f.parent_version, parent_sha],
+            ["unlearned (new)", f.version, new_sha],
         ],
     )
-    onnx_sha = _first(_get(onnx, "sha256"), _get(hashes, "onnx_sha256"))
+    onnx_sha = _first(_get(f.onnx, "sha256"), _get(f.hashes, "onnx_sha256"))
     if onnx_sha is not None:
         models.rows.append(("ONNX SHA-256 (unlearned)", onnx_sha))
-    shown = {"parent_weights_sha256", "parent_sha256", "original_sha256", "onnx_sha256"}
-    shown |= {"new_weights_sha256", "new_sha256", "unlearned_sha256"}
-    if isinstance(hashes, Mapping):
-        models.rows += [(k, v) for k, v in hashes.items() if k not in shown]
+    if isinstance(f.hashes, Mapping):
+        models.rows += [(k, v) for k, v in f.hashes.items() if k not in _SHOWN_HASHES]
+    return models
 
-    metrics = _Section("Metrics before and after")
-    block = _get(record, "metrics", default={})
-    before = _get(block, "before", default={})
-    after = _get(block, "after", default={})
-    before = before if isinstance(before, Mapping) else {}
-    after = after if isinstance(after, Mapping) else {}
+
+def _metric_keys(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
+    """The known metrics in their order, then the others by name; no per-class entries."""
     keys = [k for k in _METRIC_ORDER if k in before or k in after]
     # per-class entries ("class_acc/<name>") are in the per-class plot, not in this table
     keys += sorted(
         {k for k in (set(before) | set(after)) - set(keys) if "/" not in str(k)}, key=str
     )
+    return keys
+
+
+def _metrics_section(record: Mapping[str, Any]) -> _Section:
+    block = _get(record, "metrics", default={})
+    before = _get(block, "before", default={})
+    after = _get(block, "after", default={})
+    before = before if isinstance(before, Mapping) else {}
+    after = after if isinstance(after, Mapping) else {}
+    keys = _metric_keys(before, after)
     forget_after = _first(_get(after, "acc_train_forget"), _get(after, "acc_forget"))
     svc_left_out = (
         "mia_svc_member_rate" in keys
@@ -384,43 +462,50 @@ def _sections(
         if isinstance(b, Mapping | list) or isinstance(a, Mapping | list):
             continue  # per-class tables live in the MLflow run
         metric_rows.append([k, b, a, _delta(b, a)])
+    metrics = _Section("Metrics before and after")
     metrics.table = (["Metric", "Before", "After", "Change"], metric_rows)
     if not metric_rows:
         metrics.paragraphs.append("No metrics were recorded.")
     metrics.paragraphs += [MIA_EXPLANATIONS[k] for k in MIA_EXPLANATIONS if k in keys]
     if svc_left_out:
         metrics.paragraphs.append(SVC_LEFT_OUT.format(after=forget_after))
+    return metrics
 
-    gate_section = _Section("Promotion gates")
-    checks = _get(verdict, "checks", default=[])
+
+def _gates_section(f: _Facts) -> _Section:
+    checks = _get(f.verdict, "checks", default=[])
     gate_rows = [
         [_get(c, "name"), _get(c, "value"), _get(c, "threshold"), _verdict(_get(c, "passed"))]
         for c in (checks if isinstance(checks, Sequence) else [])
         if isinstance(c, Mapping)
     ]
-    if not gate_rows and isinstance(thresholds, Mapping):
-        gate_rows = [[k, None, v, _NOT_RECORDED] for k, v in thresholds.items()]
-    gate_section.table = (["Gate", "Value", "Threshold", "Verdict"], gate_rows)
-    gate_section.rows = [("Overall", _verdict(_get(verdict, "passed")))]
-    reasons = _get(verdict, "reasons", default=[])
+    if not gate_rows and isinstance(f.thresholds, Mapping):
+        gate_rows = [[k, None, v, _NOT_RECORDED] for k, v in f.thresholds.items()]
+    gates = _Section("Promotion gates")
+    gates.table = (["Gate", "Value", "Threshold", "Verdict"], gate_rows)
+    gates.rows = [("Overall", _verdict(_get(f.verdict, "passed")))]
+    reasons = _get(f.verdict, "reasons", default=[])
     if reasons:
-        gate_section.rows.append(("Reasons", reasons))
+        gates.rows.append(("Reasons", reasons))
+    return gates
 
+
+def _trail_section(record: Mapping[str, Any], f: _Facts) -> _Section:
     trail = _Section("Audit trail")
     trail.rows = [
         ("Record content digest (SHA-256 of canonical JSON)", record_digest(dict(record)))
     ]
     evidently = _get(record, "evidently", default={})
+    model_version = (
+        _mlflow_uri("models:/", f.model_name, f.version) if f.version is not None else None
+    )
     trail.rows += [
         (label, value)
         for label, value in (
-            ("ONNX file", _get(onnx, "path")),
+            ("ONNX file", _get(f.onnx, "path")),
             ("Evidently report", _get(evidently, "html_path")),
             ("MLflow run", _mlflow_uri("runs:/", _get(record, "mlflow_run_id"))),
-            (
-                "MLflow model version",
-                _mlflow_uri("models:/", model_name, version) if version is not None else None,
-            ),
+            ("MLflow model version", model_version),
             ("Prefect flow run", _get(record, "flow_run_id")),
         )
         if value is not None
@@ -428,22 +513,52 @@ def _sections(
     artifacts = _get(record, "artifacts", default={})
     if isinstance(artifacts, Mapping):
         trail.rows += [(f"artifact: {k}", v) for k, v in artifacts.items()]
+    return trail
 
-    honesty = _Section("What this certificate does and does not show")
+
+def _honesty_section(record: Mapping[str, Any]) -> _Section:
     task = _get(record, "task", default="classification")
-    honesty.paragraphs.append(DISCLAIMER if task in (None, "classification") else TASK_DISCLAIMER)
+    disclaimer = DISCLAIMER if task in (None, "classification") else TASK_DISCLAIMER
+    return _Section(
+        "What this certificate does and does not show", paragraphs=[disclaimer], note=True
+    )
 
-    title = f"Deletion certificate: request {request_id}"
-    sections = [summary, req, forgot, versions, models, metrics, gate_section, trail, honesty]
-    base = str(root) if root is not None else _project_root(record)
+
+def _relativize(sections: list[_Section], base: str | None) -> None:
+    """Name every file under the project root ``base`` relative to it (in place)."""
     for section in sections:
         section.rows = [(label, _relative(value, base)) for label, value in section.rows]
         if section.table is not None:
             headers, rows = section.table
             section.table = (headers, [[_relative(c, base) for c in row] for row in rows])
+
+
+def _sections(
+    record: Mapping[str, Any],
+    root: str | os.PathLike[str] | None = None,
+    log_entry: Mapping[str, Any] | None = None,
+) -> tuple[str, list[_Section]]:
+    """The certificate's title and sections, in the order both formats print them."""
+    f = _facts(record)
+    trail = _trail_section(record, f)
+    sections = [
+        _summary_section(record, f),
+        _request_section(record, f),
+        _forgotten_section(record, f),
+        _versions_section(record),
+        _models_section(record, f),
+        _metrics_section(record),
+        _gates_section(f),
+        trail,
+        _honesty_section(record),
+    ]
+    base = str(root) if root is not None else _project_root(record)
+    _relativize(sections, base)
     if base is not None:
         trail.rows.append(("File paths", "relative to the project root"))
-    return title, sections
+    if log_entry is not None:
+        trail.rows += _log_rows(log_entry)
+    return f"Deletion certificate: request {f.request_id}", sections
 
 
 def _mlflow_uri(scheme: str, *parts: Any) -> str | None:
@@ -463,7 +578,7 @@ def _md(value: Any) -> str:
     return _MD_SPECIAL.sub(r"\\\1", _fmt(value))
 
 
-def _render_md(title: str, sections: list[_Section], log_entry: Mapping[str, Any] | None) -> str:
+def _render_md(title: str, sections: list[_Section]) -> str:
     out = [f"# {_md(title)}", ""]
     for s in sections:
         out += [f"## {_md(s.title)}", ""]
@@ -474,11 +589,8 @@ def _render_md(title: str, sections: list[_Section], log_entry: Mapping[str, Any
                 out.append("|" + "---|" * len(headers))
                 out += ["| " + " | ".join(_md(c) for c in row) + " |" for row in cells]
                 out.append("")
-        rows = list(s.rows)
-        if s.title == "Audit trail" and log_entry is not None:
-            rows += _log_rows(log_entry)
-        out += [f"- **{_md(label)}:** {_md(value)}" for label, value in rows]
-        if rows:
+        out += [f"- **{_md(label)}:** {_md(value)}" for label, value in s.rows]
+        if s.rows:
             out.append("")
         for p in s.paragraphs:
             out += [_md(p), ""]
@@ -487,43 +599,28 @@ def _render_md(title: str, sections: list[_Section], log_entry: Mapping[str, Any
 
 # --- HTML ----------------------------------------------------------------------------------
 
-_CSS = (
-    "body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;"
-    "color:#222}table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #ccc;"
-    "padding:.25rem .6rem;text-align:left}th{background:#f3f3f3}code{word-break:break-all}"
-    ".note{background:#fff8e1;border-left:4px solid #f0b400;padding:.5rem 1rem}"
-)
+
+@functools.cache
+def _html_template() -> jinja2.Template:
+    """``templates/certificate.html.j2``, found in the source tree and in an installed wheel.
+
+    Autoescape is on for the whole page: every value (request fields, class names, errors) is
+    text, so a request cannot inject markup into the certificate.
+    """
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("tasks", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["fmt"] = _fmt
+    return env.get_template("certificate.html.j2")
 
 
-def _h(value: Any) -> str:
-    return html.escape(_fmt(value), quote=True)
-
-
-def _render_html(title: str, sections: list[_Section], log_entry: Mapping[str, Any] | None) -> str:
-    out = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{_h(title)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>{_h(title)}</h1>",
-    ]
-    for s in sections:
-        out.append(f"<h2>{_h(s.title)}</h2>")
-        if s.table is not None and s.table[1]:
-            headers, cells = s.table
-            out.append("<table><tr>" + "".join(f"<th>{_h(h)}</th>" for h in headers) + "</tr>")
-            out += ["<tr>" + "".join(f"<td>{_h(c)}</td>" for c in row) + "</tr>" for row in cells]
-            out.append("</table>")
-        rows = list(s.rows)
-        if s.title == "Audit trail" and log_entry is not None:
-            rows += _log_rows(log_entry)
-        if rows:
-            out.append("<table>")
-            out += [f"<tr><th>{_h(k)}</th><td>{_h(v)}</td></tr>" for k, v in rows]
-            out.append("</table>")
-        css = ' class="note"' if s.title.startswith("What this certificate") else ""
-        out += [f"<p{css}>{_h(p)}</p>" for p in s.paragraphs]
-    out.append("</body></html>")
-    return "\n".join(out) + "\n"
+def _render_html(title: str, sections: list[_Section]) -> str:
+    return _html_template().render(title=title, sections=sections)
 
 
 def _log_rows(entry: Mapping[str, Any]) -> list[tuple[str, Any]]:
@@ -569,9 +666,9 @@ def render_certificate(
     """
     if not isinstance(record, Mapping):
         raise ValueError(f"audit record must be a JSON object, not {type(record).__name__}")
-    title, sections = _sections(record, root)
+    title, sections = _sections(record, root, log_entry)
     if fmt == "md":
-        return _render_md(title, sections, log_entry)
+        return _render_md(title, sections)
     if fmt == "html":
-        return _render_html(title, sections, log_entry)
+        return _render_html(title, sections)
     raise ValueError(f"unknown certificate format {fmt!r}; use 'md' or 'html'")

@@ -36,10 +36,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from filelock import FileLock
-from filelock import Timeout as FileLockTimeout
-
-from tasks.inbox import LockTimeoutError, model_lock
+from tasks.locks import LockTimeoutError, file_lock, model_lock
 from tasks.settings import PipelineSettings
 
 __all__ = [
@@ -173,7 +170,7 @@ def registry_slot(
     settings: PipelineSettings, timeout_s: float = 300.0
 ) -> contextlib.AbstractContextManager[None]:
     """Around alias moves: ``unlearn-registry`` (server); embedded, the registry's own
-    ``flock`` in :func:`tasks.registry.set_alias` already serialises them."""
+    ``flock`` in :meth:`tasks.registry.ModelRegistry.set_alias` already serialises them."""
     if coordination_mode(settings) == "embedded":
         return contextlib.nullcontext()
     return server_slot(REGISTRY_LIMIT, timeout_s, "the registry's aliases")
@@ -187,13 +184,8 @@ def audit_writer(settings: PipelineSettings, lock_file: Path | None) -> Iterator
         with server_slot(AUDIT_LIMIT, 300.0, "the audit log"):
             yield
         return
-    path = lock_file or settings.locks_dir / "audit.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with FileLock(str(path), timeout=300.0):
-            yield
-    except FileLockTimeout:
-        raise LockTimeoutError(f"the audit log is locked by another process ({path})") from None
+    with file_lock(lock_file or settings.locks_dir / "audit.lock", "the audit log", 300.0):
+        yield
 
 
 @contextlib.contextmanager

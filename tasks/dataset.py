@@ -14,7 +14,6 @@ because DVC refuses to track git-ignored paths.
 from __future__ import annotations
 
 import csv
-import fcntl
 import hashlib
 import io
 import json
@@ -23,8 +22,7 @@ import os
 import re
 import shutil
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -40,6 +38,7 @@ from delete.data import DatasetBundle, ImageFileDataset, ImageTensorDataset
 from delete.errors import InvalidClassError, InvalidForgetSetError
 from tasks._common import PipelineError, git_revision, one_line, run_command
 from tasks._retry import IO_RETRY_POLICY
+from tasks.locks import dvc_repo_lock
 from tasks.settings import PipelineSettings
 
 __all__ = [
@@ -53,6 +52,7 @@ __all__ = [
     "ensure_dvc_repo",
     "ensure_dataset",
     "extract_forget_set",
+    "train_file_keys",
     "forget_set_dir",
     "load_dataset_at_version",
     "materialise_dataset",
@@ -133,19 +133,6 @@ class ForgetManifest:
 # --- DVC plumbing -------------------------------------------------------------------------
 
 
-@contextmanager
-def _repo_lock(settings: PipelineSettings) -> Iterator[None]:
-    # DVC's own repo lock fails fast when two pipelines touch the repo at once; queue instead.
-    lock_dir = settings.root / ".dvc" / "tmp"
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    with open(lock_dir / "unlearn-pipeline.lock", "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _dvc(settings: PipelineSettings, *args: str, what: str) -> str:
     """The DVC command line, for one-off repository setup (init, remote configuration)."""
     proc = run_command(
@@ -212,7 +199,7 @@ def ensure_dvc_repo(settings: PipelineSettings) -> None:
 
 def push_to_remote(settings: PipelineSettings, targets: Sequence[str]) -> None:
     """``dvc push`` the given ``.dvc`` files to the default remote (the only remote I/O)."""
-    with _repo_lock(settings):
+    with dvc_repo_lock(settings):
         _with_repo(
             settings,
             f"dvc push to {settings.dvc_remote}",
@@ -352,7 +339,7 @@ def _sync_workspace(settings: PipelineSettings, version: DataVersion) -> None:
     # a fresh clone on another host knows only the committed remote: point it at this
     # installation's (UNLEARN_DVC_REMOTE, the team's shared one) before pulling
     ensure_dvc_repo(settings)
-    with _repo_lock(settings):
+    with dvc_repo_lock(settings):
         if dataset_dir(settings).is_dir() and _workspace_clean(settings):
             return
         try:
@@ -388,7 +375,7 @@ def ensure_dataset(settings: PipelineSettings, *, max_per_class: int | None = No
         except DatasetError:
             pass  # neither cache nor remote has it: rebuild below, which is deterministic
     materialise_dataset(settings, max_per_class=max_per_class)
-    with _repo_lock(settings):
+    with dvc_repo_lock(settings):
         _with_repo(settings, "dvc add data", lambda repo: repo.add([str(settings.data_dir)]))
     return dataset_version(settings)
 
@@ -498,12 +485,23 @@ def _train_file(
     return (data_root / _sample_file("train", label, sample_id)).resolve()
 
 
+def train_file_keys(settings: PipelineSettings, bundle: DatasetBundle) -> list[str]:
+    """Each training sample's file as ``train/<class folder>/<file name>``: how a request names
+    files of the model's dataset (relative to the dataset folder)."""
+    data_root = dataset_dir(settings)
+    return [
+        "/".join(_train_file(settings, bundle, data_root, i).parts[-3:])
+        for i in range(len(bundle.train))
+    ]
+
+
 def extract_forget_set(
     settings: PipelineSettings,
     bundle: DatasetBundle,
     forget_classes: Sequence[int],
     request_id: str,
     indices: Sequence[int] | None = None,
+    manifest_name: str = "manifest.csv",
 ) -> ForgetManifest:
     """Write the forget set's manifest (training images of ``forget_classes``) and ``dvc add`` it.
 
@@ -515,6 +513,8 @@ def extract_forget_set(
         indices: Training-split indices of the files the forget set is made of, when they
             are not simply the images labelled ``forget_classes`` (a backdoor's known poisoned
             samples, the digits a segmentation class is drawn from).
+        manifest_name: The manifest's file name in the request's folder (a declared repair
+            set is written beside the forget set as ``repair.csv``).
 
     Raises:
         InvalidForgetSetError: The classes have no training images.
@@ -544,11 +544,11 @@ def extract_forget_set(
     content = buffer.getvalue().encode()
     directory = forget_set_dir(settings, request_id)
     directory.mkdir(parents=True, exist_ok=True)
-    manifest = directory / "manifest.csv"
+    manifest = directory / manifest_name
     tmp = manifest.with_name(manifest.name + ".tmp")
     tmp.write_bytes(content)
     os.replace(tmp, manifest)
-    with _repo_lock(settings):
+    with dvc_repo_lock(settings):
         _with_repo(settings, "dvc add forget manifest", lambda repo: repo.add([str(manifest)]))
     dvc_file = manifest.with_name(manifest.name + ".dvc")
     return ForgetManifest(

@@ -29,7 +29,8 @@ from typing import Any
 import yaml
 
 from delete.applications import TaskSpec, get_task, list_tasks
-from tasks._common import PipelineError
+from delete.repair import THREAT_MODELS
+from tasks._common import PipelineError, one_line
 
 __all__ = [
     "LEGACY_GATE_NAMES",
@@ -219,26 +220,34 @@ def _read(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         doc = yaml.safe_load(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
-        raise GateConfigError(f"{path}: cannot read gates: {str(exc).splitlines()[0]}") from exc
+        raise GateConfigError(f"{path}: cannot read gates: {one_line(exc)}") from exc
     if not isinstance(doc, dict):
         raise GateConfigError(f"{path}: expected a mapping of task: {{gate: threshold}}")
     return doc
 
 
-def load_gates(path: str | os.PathLike[str] | None, task: str) -> dict[str, float]:
+def load_gates(
+    path: str | os.PathLike[str] | None, task: str, threat_model: str | None = None
+) -> dict[str, float]:
     """The gates of ``task`` from ``gates.yaml``; its defaults when the file or section is absent.
 
+    A section ``<task>.<threat model>`` (e.g. ``backdoor.declared-repair-set``) holds the
+    gates of requests run under that threat model (:data:`delete.repair.THREAT_MODELS`); a
+    request without one, or a file without such a section, is judged by ``<task>``.
     Every section is validated on every load, so a typo anywhere in the file stops the pipeline.
     """
     get_task(task)  # an unknown task is refused before the file is read
     if path is None or not Path(path).exists():
         return default_gates(task)
     tasks = set(list_tasks())
+    variants = {f"{t}.{m}" for t in tasks for m in THREAT_MODELS}
     sections: dict[str, dict[str, float]] = {}
     legacy: dict[str, Any] = {}
     for key, value in _read(path).items():
         if key in tasks:
             sections[key] = _section(path, key, value)
+        elif key in variants:
+            sections[key] = _section(path, key.split(".")[0], value)
         else:
             legacy[str(key)] = value  # a top-level gate: the classification section of old files
     if legacy:
@@ -248,4 +257,6 @@ def load_gates(path: str | os.PathLike[str] | None, task: str) -> dict[str, floa
                 f"section; move them into it (known sections: {', '.join(sorted(tasks))})"
             )
         sections["classification"] = _section(path, "classification", legacy)
+    if threat_model is not None and f"{task}.{threat_model}" in sections:
+        return sections[f"{task}.{threat_model}"]
     return sections.get(task, default_gates(task))

@@ -29,11 +29,11 @@ from tasks.dataset import (
     _git_file_committed,
     _normalise_md5,
     _read_dvc_file,
-    _repo_lock,
     _with_repo,
     ensure_dvc_repo,
     load_dataset_at_version,
 )
+from tasks.locks import dvc_repo_lock
 from tasks.model_card import Preprocess
 from tasks.settings import PipelineSettings
 
@@ -108,7 +108,7 @@ def track_image_folder(settings: PipelineSettings, rel: str) -> DataVersion:
     """``dvc add`` the folder unless ``<rel>.dvc`` already tracks it; its version."""
     ensure_dvc_repo(settings)
     if not dvc_file_for(settings, rel).exists():
-        with _repo_lock(settings):
+        with dvc_repo_lock(settings):
             _with_repo(settings, f"dvc add {rel}", lambda r: r.add([str(settings.root / rel)]))
     return tracked_version(settings, rel)
 
@@ -133,7 +133,7 @@ def read_image_folder(directory: Path, preprocess: Preprocess, name: str) -> Dat
 def _sync(settings: PipelineSettings, rel: str, version: DataVersion) -> None:
     """Make the workspace folder match its ``.dvc`` pointer: checkout, else pull from the remote."""
     target = str(dvc_file_for(settings, rel))
-    with _repo_lock(settings):
+    with dvc_repo_lock(settings):
         if (settings.root / rel).is_dir() and _clean(settings, rel):
             return
         try:

@@ -24,21 +24,20 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import errno
-import fcntl
 import json
 import os
 import re
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from tasks._common import one_line
 from tasks._fs import atomic_write_bytes, atomic_write_text, fsync_dir, rename_no_clobber
+from tasks.locks import LockTimeoutError, inbox_lock, model_lock
 from tasks.requests import (
-    MODEL_NAME_PATTERN,
     DeletionRequest,
     RequestError,
     parse_request_bytes,
@@ -64,10 +63,6 @@ _SIDECARS = (".reason.txt", ".result.json")
 
 class InboxError(RuntimeError):
     """An inbox operation cannot be done (e.g. the claim is no longer held); one-line message."""
-
-
-class LockTimeoutError(InboxError, TimeoutError):
-    """Another process holds the lock for longer than the caller agreed to wait."""
 
 
 @dataclass(frozen=True)
@@ -154,11 +149,6 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _one_line(text: str, limit: int = 500) -> str:
-    line = " ".join(str(text).split())
-    return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
 def _unique_name(directory: Path, name: str) -> str:
     stem, dot, ext = name.rpartition(".")
     if not dot or not stem:
@@ -175,56 +165,6 @@ def _unique_name(directory: Path, name: str) -> str:
 def _safe_filename(name: str) -> str:
     cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".")[:100]
     return cleaned or "request"
-
-
-@contextlib.contextmanager
-def _flock(path: Path, timeout_s: float, what: str) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        deadline = time.monotonic() + max(0.0, timeout_s)
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-                if time.monotonic() >= deadline:
-                    raise LockTimeoutError(
-                        f"{what} is locked by another process (waited {timeout_s:g} s; "
-                        f"lock file {path})"
-                    ) from None
-                time.sleep(0.05)
-        # Who holds it, for a human looking at a stuck pipeline; the flock is the lock.
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}@{_host_token()}\n".encode(), 0)
-        yield
-    finally:
-        os.close(fd)  # closing the descriptor releases the flock
-
-
-def model_lock(
-    settings: PipelineSettings, model_name: str, timeout_s: float = 600.0
-) -> contextlib.AbstractContextManager[None]:
-    """Hold an exclusive, cross-process lock on one registered model while it is changed.
-
-    The lock is ``fcntl.flock`` on ``settings.locks_dir/<model>.lock``; the kernel drops it when
-    the holder dies, so a ``kill -9`` never leaves a stale lock behind.
-
-    Raises:
-        LockTimeoutError: Not acquired within ``timeout_s`` seconds (0 = try once).
-        InboxError: ``model_name`` is not a valid model name.
-
-    Example:
-        >>> import tempfile
-        >>> s = PipelineSettings.from_env(tempfile.mkdtemp())
-        >>> with model_lock(s, "mnist", timeout_s=1):
-        ...     pass
-    """
-    if not re.fullmatch(MODEL_NAME_PATTERN, model_name or ""):
-        raise InboxError(f"cannot lock model {model_name!r}: not a valid model name")
-    return _flock(settings.locks_dir / f"{model_name}.lock", timeout_s, f"model {model_name!r}")
 
 
 class Inbox:
@@ -357,7 +297,7 @@ class Inbox:
                 _run_check(check, request, source.name)
         except RequestError as exc:
             refused = exc
-        with _flock(self.settings.locks_dir / "inbox.lock", 30.0, "the inbox"):
+        with inbox_lock(self.settings):
             try:
                 if refused is not None:
                     raise refused
@@ -385,7 +325,9 @@ class Inbox:
         # not the `<ns>__<id>` pattern: the id inside may be invalid or a duplicate
         name = _unique_name(failed, f"{time.time_ns():020d}-rejected-{_safe_filename(source.name)}")
         note = "" if raw is not None else " (content not kept: unreadable or too large)"
-        atomic_write_text(failed / f"{name}.reason.txt", _one_line(reason + note) + "\n")
+        atomic_write_text(
+            failed / f"{name}.reason.txt", one_line(reason + note, 500, first_line=False) + "\n"
+        )
         return atomic_write_bytes(failed / name, raw if raw is not None else b"")
 
     # --- claims ----------------------------------------------------------------------------
@@ -487,7 +429,9 @@ class Inbox:
         failed.mkdir(parents=True, exist_ok=True)
         name = _unique_name(failed, original)
         reason_file = failed / f"{name}.reason.txt"
-        atomic_write_text(reason_file, _one_line(reason or "no reason given") + "\n")
+        atomic_write_text(
+            reason_file, one_line(reason or "no reason given", 500, first_line=False) + "\n"
+        )
         try:
             os.rename(src, failed / name)
         except FileNotFoundError:

@@ -34,6 +34,8 @@ class RequestRecord(BaseModel):
         forget_classes, forget_class_names: The resolved classes.
         data_version: The dataset's DVC md5 and git revision.
         forget_manifest: The forget set's manifest (path, DVC md5, content hash).
+        threat_model, repair: ``no-clean-data``, or ``declared-repair-set`` with the repair
+            set's plan, its DVC manifest (``repair.csv``) and the repair step's record.
         method, hparams, engine, selection: How it was unlearned (``selection``: what the
             automatic selection tried, chose and why it stopped; ``None`` for a fixed run).
         metrics: ``{"before": {...}, "after": {...}}`` in the task's vocabulary.
@@ -66,6 +68,8 @@ class RequestRecord(BaseModel):
     forget_class_names: list[str] | None = None
     data_version: dict[str, Any] | None = None
     forget_manifest: dict[str, Any] | None = None
+    threat_model: str | None = None
+    repair: dict[str, Any] | None = None
     method: str | None = None
     hparams: dict[str, Any] | None = None
     engine: dict[str, Any] | None = None

@@ -36,7 +36,7 @@ from tasks.image_dataset import (
     read_image_folder,
 )
 from tasks.model_card import CardError, ModelCard, load_card
-from tasks.registry import list_versions, registered_model_exists
+from tasks.registry import ModelRegistry
 from tasks.settings import PipelineSettings
 
 __all__ = [
@@ -199,9 +199,9 @@ def _name_taken(settings: PipelineSettings, name: str) -> bool:
     uri = settings.mlflow_tracking_uri
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
         return False  # no store yet; opening one would create it (and log about it) on refusal
-    if not registered_model_exists(settings, name):
+    if not ModelRegistry.of(settings).registered_model_exists(name):
         return False
-    return any(row["complete"] for row in list_versions(settings, name))
+    return any(row["complete"] for row in ModelRegistry.of(settings).list_versions(name))
 
 
 def validate_card(settings: PipelineSettings, card_path: str | Path) -> ValidatedCard:

@@ -44,10 +44,13 @@ from pydantic import (
     model_validator,
 )
 
+from tasks._common import canonical_json, one_line
+
 __all__ = [
     "RequestError",
     "ModelRef",
     "DeletionRequest",
+    "RepairSetRequest",
     "REQUEST_ID_PATTERN",
     "MODEL_NAME_PATTERN",
     "load_request",
@@ -154,13 +157,6 @@ def validate_request_id(value: object) -> str:
     return value
 
 
-def canonical_json(obj: Any) -> str:
-    """The one JSON spelling used for hashing: sorted keys, no spaces, ASCII only, no NaN."""
-    return json.dumps(
-        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
-    )
-
-
 def _to_utc(value: dt.datetime) -> dt.datetime:
     if value.tzinfo is None:
         return value.replace(tzinfo=dt.UTC)
@@ -171,6 +167,74 @@ _ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=
 _LongText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4000)]
 _HparamScalar = bool | int | float | str | None
 _HparamValue = _HparamScalar | list[_HparamScalar]
+
+
+_MAX_REPAIR_FILES = 100_000
+
+
+class RepairSetRequest(BaseModel):
+    """The clean images a requester declares for the repair step (``repair_set:``).
+
+    Either ``files``: paths relative to the model's dataset folder (``train/<class>/<file>``),
+    or ``fraction`` of the DVC-pinned training split drawn with ``seed`` among the samples that
+    are not forgotten. Whether the task takes one, and how large it may be, is checked against
+    the model's task and data when the request runs (and at ``unlearn submit``).
+
+    Example:
+        >>> RepairSetRequest(fraction=0.01, seed=3).fraction
+        0.01
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    files: list[str] | None = None
+    fraction: float | None = None
+    seed: int = 0
+
+    @field_validator("files", mode="before")
+    @classmethod
+    def _check_files(cls, value: object) -> object:
+        if value is None:
+            return None
+        if not isinstance(value, list) or not value:
+            raise ValueError("files must be a non-empty list of paths in the dataset folder")
+        if len(value) > _MAX_REPAIR_FILES:
+            raise ValueError(f"files has {len(value)} entries; at most {_MAX_REPAIR_FILES}")
+        for item in value:
+            if not isinstance(item, str) or not item.strip() or _CONTROL_CHARS.search(item):
+                raise ValueError(f"file {str(item)[:60]!r} is not a path")
+            parts = Path(item).parts
+            if Path(item).is_absolute() or ".." in parts:
+                raise ValueError(f"file {item[:60]!r} must be relative to the dataset folder")
+        return value
+
+    @field_validator("fraction", mode="before")
+    @classmethod
+    def _check_fraction(cls, value: object) -> object:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"fraction must be a number, not {type(value).__name__}")
+        if not 0.0 < float(value) <= 1.0 or not math.isfinite(float(value)):
+            raise ValueError(f"fraction {value!r} is not in (0, 1]")
+        return float(value)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> RepairSetRequest:
+        if (self.files is None) == (self.fraction is None):
+            raise ValueError("repair_set takes either files: [...] or fraction: (with seed:)")
+        return self
+
+    def describe(self) -> str:
+        """One line for a person.
+
+        Example:
+            >>> RepairSetRequest(files=["train/a/1.png"]).describe()
+            '1 declared file(s)'
+        """
+        if self.files is not None:
+            return f"{len(self.files)} declared file(s)"
+        return f"{self.fraction:g} of the training split drawn with seed {self.seed}"
 
 
 class DeletionRequest(BaseModel):
@@ -203,6 +267,7 @@ class DeletionRequest(BaseModel):
     hparams: dict[str, _HparamValue] = Field(default_factory=dict)
     data_version: str | None = None
     task: str = "classification"
+    repair_set: RepairSetRequest | None = None
 
     @field_validator("task", mode="before")
     @classmethod
@@ -330,8 +395,15 @@ class DeletionRequest(BaseModel):
         return parse_model_ref(self.model)
 
     def to_json_dict(self) -> dict[str, Any]:
-        """Every field as plain JSON types (datetimes as ISO 8601 UTC strings)."""
-        return self.model_dump(mode="json")
+        """Every field as plain JSON types (datetimes as ISO 8601 UTC strings).
+
+        ``repair_set`` appears only when given, so a request without one hashes as it did
+        before the field existed (resumed and re-submitted requests keep their content hash).
+        """
+        out = self.model_dump(mode="json")
+        if out.get("repair_set") is None:
+            out.pop("repair_set", None)
+        return out
 
     def content_hash(self) -> str:
         """SHA-256 (hex) of the canonical JSON of every field: equal requests hash equal."""
@@ -377,11 +449,6 @@ def _reject_duplicate_json_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _one_line(text: str, limit: int = 300) -> str:
-    line = " ".join(str(text).split())
-    return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
 def _format_validation_error(source: str, exc: ValidationError) -> str:
     errors = exc.errors(include_url=False)
     first = errors[0]
@@ -403,7 +470,7 @@ def _format_validation_error(source: str, exc: ValidationError) -> str:
     more = len(errors) - 1
     if more:
         text += f" (and {more} more problem{'s' if more > 1 else ''})"
-    return _one_line(f"{source}: {text}", limit=400)
+    return one_line(f"{source}: {text}", 400, first_line=False)
 
 
 def parse_request(data: object, source: str = "request") -> DeletionRequest:
@@ -477,12 +544,16 @@ def parse_request_bytes(raw: bytes, name: str) -> DeletionRequest:
         parts = [getattr(exc, "context", None), getattr(exc, "problem", None)]
         problem = ", ".join(p for p in parts if p) or str(exc)
         raise RequestError(
-            _one_line(f"{name}: malformed or truncated YAML{where}: {problem}")
+            one_line(
+                f"{name}: malformed or truncated YAML{where}: {problem}", 300, first_line=False
+            )
         ) from None
     except RecursionError:
         raise RequestError(f"{name}: the request is nested too deeply") from None
     except ValueError as exc:  # duplicate JSON keys
-        raise RequestError(_one_line(f"{name}: malformed JSON: {exc}")) from None
+        raise RequestError(
+            one_line(f"{name}: malformed JSON: {exc}", 300, first_line=False)
+        ) from None
     return parse_request(data, source=name)
 
 
@@ -497,7 +568,9 @@ def read_capped(path: Path, max_bytes: int, name: str | None = None) -> bytes:
     except FileNotFoundError:
         raise RequestError(f"{name}: file not found") from None
     except OSError as exc:
-        raise RequestError(_one_line(f"{name}: cannot read: {exc.strerror}")) from None
+        raise RequestError(
+            one_line(f"{name}: cannot read: {exc.strerror}", 300, first_line=False)
+        ) from None
     if not stat.S_ISREG(info.st_mode):
         raise RequestError(f"{name}: not a regular file")
     if info.st_size > max_bytes:
@@ -506,7 +579,9 @@ def read_capped(path: Path, max_bytes: int, name: str | None = None) -> bytes:
         with open(path, "rb") as fh:
             raw = fh.read(max_bytes + 1)  # the file may have grown since stat
     except OSError as exc:
-        raise RequestError(_one_line(f"{name}: cannot read: {exc.strerror}")) from None
+        raise RequestError(
+            one_line(f"{name}: cannot read: {exc.strerror}", 300, first_line=False)
+        ) from None
     if len(raw) > max_bytes:
         raise RequestError(f"{name}: file is too large (over {max_bytes} bytes)")
     return raw

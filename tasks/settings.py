@@ -10,23 +10,70 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["DEMO_MARKER", "PipelineSettings", "demo_mode_from"]
+__all__ = ["DEMO_MARKER", "PipelineSettings", "SettingsError", "demo_mode_from"]
 
 #: A file ``make demo`` leaves in the project root it ran in: the root is a demo, whose audit
 #: log is signed with the public demo key. Commands run later on that root (``unlearn audit
 #: verify``) then find the same key without being told. ``UNLEARN_AUDIT_KEY`` always wins.
 DEMO_MARKER = ".unlearn-demo"
 _TRUE = {"1", "true", "yes"}
+_DEFAULT_MODEL = "mnist5k-classifier"
+#: Variables whose value an error message must not repeat.
+_SECRETS = {"UNLEARN_AUDIT_KEY"}
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the pipeline cannot use (one line, names it)."""
+
+
+class _Environment(BaseSettings):
+    """The environment variables an installation is configured by, under their own names.
+
+    Unset and empty mean the same: the default (``None``: derived from the project root).
+    Only these exact (case-sensitive) names are read; no ``.env`` file.
+    """
+
+    model_config = SettingsConfigDict(frozen=True, case_sensitive=True, env_ignore_empty=True)
+
+    home: Path | None = Field(default=None, validation_alias="UNLEARN_HOME")
+    model_name: str = Field(default=_DEFAULT_MODEL, validation_alias="UNLEARN_MODEL_NAME")
+    mlflow_tracking_uri: str | None = Field(default=None, validation_alias="MLFLOW_TRACKING_URI")
+    mlflow_artifacts: Path | None = Field(default=None, validation_alias="UNLEARN_MLFLOW_ARTIFACTS")
+    dvc_remote: str | None = Field(default=None, validation_alias="UNLEARN_DVC_REMOTE")
+    audit_key: str | None = Field(default=None, validation_alias="UNLEARN_AUDIT_KEY")
+    audit_uri: str | None = Field(default=None, validation_alias="UNLEARN_AUDIT_URI")
+    # a string, not a bool: only 1/true/yes turn it on, and any other value turns it off
+    demo_mode: str | None = Field(default=None, validation_alias="UNLEARN_DEMO_MODE")
+    onnx_atol: float = Field(default=1e-4, validation_alias="UNLEARN_ONNX_ATOL")
+    onnx_rtol: float = Field(default=1e-3, validation_alias="UNLEARN_ONNX_RTOL")
+
+
+def _read_environment() -> _Environment:
+    """The current environment, a bad value as one :class:`SettingsError` line naming it."""
+    try:
+        return _Environment()
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        name = ".".join(str(part) for part in first["loc"])
+        value = "" if name in _SECRETS else f"={str(first['input'])[:80]!r}"
+        message = str(first["msg"])
+        raise SettingsError(f"{name}{value}: {message[:1].lower()}{message[1:]}") from None
+
+
+def _demo_flag(flag: str | None, root: Path) -> bool:
+    """``UNLEARN_DEMO_MODE`` when set (``0`` turns a demo root off), else the root's marker."""
+    flag = (flag or "").strip().lower()
+    if flag:
+        return flag in _TRUE
+    return (root / DEMO_MARKER).is_file()
 
 
 def demo_mode_from(root: Path) -> bool:
     """``UNLEARN_DEMO_MODE`` when set (``0`` turns a demo root off), else the root's marker."""
-    flag = os.environ.get("UNLEARN_DEMO_MODE", "").strip().lower()
-    if flag:
-        return flag in _TRUE
-    return (root / DEMO_MARKER).is_file()
+    return _demo_flag(_read_environment().demo_mode, root)
 
 
 class PipelineSettings(BaseModel):
@@ -51,7 +98,7 @@ class PipelineSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     root: Path
-    registered_model: str = "mnist5k-classifier"
+    registered_model: str = _DEFAULT_MODEL
     mlflow_tracking_uri: str
     mlflow_artifact_root: Path
     dvc_remote: str
@@ -63,22 +110,33 @@ class PipelineSettings(BaseModel):
 
     @classmethod
     def from_env(cls, root: str | os.PathLike[str] | None = None) -> PipelineSettings:
-        base = Path(root if root is not None else os.environ.get("UNLEARN_HOME", ".")).resolve()
+        """The settings of ``root`` (default: ``UNLEARN_HOME``, else the working directory),
+        each overridden by its environment variable when that is set and not empty.
+
+        Raises:
+            SettingsError: A variable holds an unusable value (e.g. a tolerance that is not a
+                number); the one-line message names the variable.
+
+        Example:
+            >>> import tempfile
+            >>> s = PipelineSettings.from_env(tempfile.mkdtemp())
+            >>> s.dvc_remote == str(s.root / "dvc-remote")
+            True
+        """
+        env = _read_environment()
+        base = Path(root if root is not None else env.home or ".").resolve()
         return cls(
             root=base,
-            registered_model=os.environ.get("UNLEARN_MODEL_NAME", "mnist5k-classifier"),
-            mlflow_tracking_uri=os.environ.get(
-                "MLFLOW_TRACKING_URI", f"sqlite:///{base / 'mlflow' / 'mlflow.db'}"
-            ),
-            mlflow_artifact_root=Path(
-                os.environ.get("UNLEARN_MLFLOW_ARTIFACTS", str(base / "mlflow" / "artifacts"))
-            ),
-            dvc_remote=os.environ.get("UNLEARN_DVC_REMOTE", str(base / "dvc-remote")),
-            audit_key=os.environ.get("UNLEARN_AUDIT_KEY") or None,
-            audit_uri=os.environ.get("UNLEARN_AUDIT_URI") or None,
-            demo_mode=demo_mode_from(base),
-            onnx_atol=float(os.environ.get("UNLEARN_ONNX_ATOL") or 1e-4),
-            onnx_rtol=float(os.environ.get("UNLEARN_ONNX_RTOL") or 1e-3),
+            registered_model=env.model_name,
+            mlflow_tracking_uri=env.mlflow_tracking_uri
+            or f"sqlite:///{base / 'mlflow' / 'mlflow.db'}",
+            mlflow_artifact_root=env.mlflow_artifacts or base / "mlflow" / "artifacts",
+            dvc_remote=env.dvc_remote or str(base / "dvc-remote"),
+            audit_key=env.audit_key,
+            audit_uri=env.audit_uri,
+            demo_mode=_demo_flag(env.demo_mode, base),
+            onnx_atol=env.onnx_atol,
+            onnx_rtol=env.onnx_rtol,
         )
 
     # Derived locations: one place decides the layout of the project root.

@@ -6,8 +6,8 @@ door, reading the registry's names, aliases and tags (no weights are downloaded,
 read but the dataset's class list).
 
 What only a run can tell (the data at the pinned DVC version, the forget set's size, the
-classes of face, backdoor and segmentation models, which their task derives from the data)
-is still checked by the ``unlearn`` flow.
+classes of face, backdoor and segmentation models, which their task derives from the data,
+the files of a declared repair set) is still checked by the ``unlearn`` flow.
 """
 
 from __future__ import annotations
@@ -17,21 +17,14 @@ from pathlib import Path
 
 import torch
 
+from delete.applications import get_task
 from delete.data import DatasetBundle, ImageTensorDataset
 from delete.errors import InvalidClassError
 from tasks.applications import CLASSIFICATION, model_task
 from tasks.dataset import DATASET_NAME, dataset_dir, resolve_forget_classes
 from tasks.image_dataset import TAG_CLASS_NAMES, TAG_DATASET_PATH
 from tasks.inbox import Inbox
-from tasks.registry import (
-    TAG_COMPLETE,
-    ModelNotFoundError,
-    _resolve_version,
-    find_version_for_request,
-    mlflow_client,
-    registered_model_exists,
-    version_tags,
-)
+from tasks.registry import TAG_COMPLETE, ModelNotFoundError, ModelRegistry
 from tasks.requests import DeletionRequest, RequestError
 from tasks.settings import PipelineSettings
 
@@ -61,6 +54,24 @@ def check_submission(settings: PipelineSettings, request: DeletionRequest) -> No
     names = model_class_names(settings, tags)
     if names is not None:
         _check_classes(names, tags.get(TAG_DATASET_PATH) or DATASET_NAME, request)
+    _check_repair_set(task, request)
+
+
+def _check_repair_set(task: str, request: DeletionRequest) -> None:
+    """What a repair set's task tells without the data: whether it takes one, and how much
+    of the training split it may be (files are matched against the data by the flow)."""
+    declared = request.repair_set
+    if declared is None:
+        return
+    spec = get_task(task)
+    if spec.repair_step is None:
+        raise RequestError(f"task {task} takes no repair set; remove repair_set")
+    bound = spec.max_repair_fraction
+    if declared.fraction is not None and declared.fraction > bound:
+        raise RequestError(
+            f"repair set fraction {declared.fraction:g} is not in (0, {bound:g}] of the "
+            "training set"
+        )
 
 
 def _check_id_not_done(settings: PipelineSettings, request: DeletionRequest) -> None:
@@ -72,8 +83,8 @@ def _check_id_not_done(settings: PipelineSettings, request: DeletionRequest) -> 
             "a new id"
         )
     name = request.model_ref().name
-    if not _no_store_yet(settings) and registered_model_exists(settings, name):
-        applied = find_version_for_request(settings, name, request.request_id)
+    if not _no_store_yet(settings) and ModelRegistry.of(settings).registered_model_exists(name):
+        applied = ModelRegistry.of(settings).find_version_for_request(name, request.request_id)
         if applied is not None:
             raise RequestError(
                 f"request_id '{request.request_id}' is already applied as {name} version "
@@ -96,18 +107,17 @@ def _version_tags(settings: PipelineSettings, request: DeletionRequest) -> dict[
             f"unknown model '{ref.name}': no model is registered under {settings.root} yet "
             "(unlearn bootstrap or unlearn register first)"
         )
-    if not registered_model_exists(settings, ref.name):
-        client = mlflow_client(settings)
-        known = ", ".join(sorted(m.name for m in client.search_registered_models())) or "none"
+    if not ModelRegistry.of(settings).registered_model_exists(ref.name):
+        known = ", ".join(ModelRegistry.of(settings).model_names()) or "none"
         raise RequestError(
             f"unknown model '{ref.name}': it is not registered (registered: {known})"
         )
     try:
         # the registry's own resolution, so submit and the flow agree on what a ref names
-        version, _ = _resolve_version(mlflow_client(settings), ref)
+        version, _ = ModelRegistry.of(settings).resolve_version(ref)
     except ModelNotFoundError as exc:
         raise RequestError(str(exc)) from None
-    tags = version_tags(settings, ref.name, version)
+    tags = ModelRegistry.of(settings).version_tags(ref.name, version)
     if tags.get(TAG_COMPLETE) != "true":
         raise RequestError(f"model {ref.name} version {version} is incomplete")
     return tags

@@ -138,6 +138,11 @@ class TaskSpec(Generic[D]):
             the forget-class loss scores of training members vs unseen test images that the
             membership plot draws; ``None`` where the task has no such pair.
         default_gates: Promotion gates when ``gates.yaml`` has no section for the task.
+        repair_step: The :mod:`delete.repair` step a request's declared repair set runs
+            after unlearning; ``None``: the task takes no repair set.
+        max_repair_fraction: The largest repair set, as a fraction of the training split.
+        repair_images: ``repair_images(data, indices)``: the repair set's images, from indices
+            into the DVC-pinned training split (for a backdoor: the clean files on disk).
     """
 
     name: str
@@ -161,6 +166,9 @@ class TaskSpec(Generic[D]):
     behaviour: BehaviourFn = retained_test_logits
     membership: Callable[..., dict[str, Tensor]] | None = None
     default_gates: Mapping[str, float] = field(default_factory=dict)
+    repair_step: str | None = None
+    max_repair_fraction: float = 0.0
+    repair_images: Callable[[D, Sequence[int]], Dataset] | None = None
 
     def hparam_defaults(self, method: str) -> dict[str, Any]:
         """The task's recipe for ``method``: its batch size, plus DELETE's tuned settings.

@@ -22,6 +22,7 @@ from delete.bench.plot import plot_per_class_accuracy
 from delete.bench.summary import summarize, to_markdown, write_csv
 from delete.checkpoint import save_model
 from delete.data import DatasetBundle, UnlearningSplits, load_dataset, make_unlearning_splits
+from delete.errors import one_line
 from delete.hparams import resolve_hparams
 from delete.methods import get_method_class, list_methods
 from delete.metrics import REPORT_METRICS, evaluate_unlearning
@@ -263,8 +264,7 @@ class _Runner:
                 **hparams,
             )
         except Exception as exc:  # noqa: BLE001 - one broken method must not sink the benchmark
-            text = str(exc).strip()
-            message = f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+            message = f"{type(exc).__name__}: {one_line(str(exc))}"
             log.warning("%s failed on %s (seed %d): %s", name, splits.forget_classes, seed, message)
             return None, time.perf_counter() - started, hparams, message
         return result.model, time.perf_counter() - started, hparams, ""

@@ -17,6 +17,7 @@ from delete.data.offline import load_digits, load_mnist5k
 from delete.data.tensor_dataset import DatasetBundle
 from delete.data.torchvision_sets import load_cifar10, load_cifar100
 from delete.errors import DatasetError
+from delete.registry import Registry
 
 __all__ = ["register_dataset", "load_dataset", "list_datasets"]
 
@@ -26,17 +27,25 @@ class _Entry:
     loader: Callable[..., DatasetBundle]
     needs_root: bool
 
+    def __repr__(self) -> str:  # what a refused duplicate names
+        return f"{self.loader.__module__}.{self.loader.__qualname__}"
 
-_LOADERS: dict[str, _Entry] = {}
+
+#: Loaders by dataset name (same rules as the method, model and task registries).
+_LOADERS: Registry[_Entry] = Registry("dataset", DatasetError)
 
 
 def register_dataset(
     name: str, *, needs_root: bool
 ) -> Callable[[Callable[..., DatasetBundle]], Callable[..., DatasetBundle]]:
-    """Register a loader; with ``needs_root`` it is called as ``loader(root, **kwargs)``."""
+    """Register a loader; with ``needs_root`` it is called as ``loader(root, **kwargs)``.
+
+    Raises:
+        DuplicateRegistrationError: Another loader already holds ``name``.
+    """
 
     def decorator(fn: Callable[..., DatasetBundle]) -> Callable[..., DatasetBundle]:
-        _LOADERS[name] = _Entry(fn, needs_root)
+        _LOADERS.add(name, _Entry(fn, needs_root))
         return fn
 
     return decorator
@@ -49,7 +58,7 @@ def list_datasets() -> list[str]:
         >>> list_datasets()
         ['cifar10', 'cifar100', 'digits', 'imagefolder', 'mnist5k']
     """
-    return sorted(_LOADERS)
+    return _LOADERS.names()
 
 
 def load_dataset(
@@ -73,8 +82,6 @@ def load_dataset(
         delete.errors.DatasetError: dataset 'cifar10' is read from disk: pass root=<folder>
     """
     entry = _LOADERS.get(name)
-    if entry is None:
-        raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(list_datasets())}")
     if entry.needs_root and root is None:
         raise DatasetError(f"dataset {name!r} is read from disk: pass root=<folder>")
     if not entry.needs_root and root is not None:

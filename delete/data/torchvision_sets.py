@@ -26,7 +26,7 @@ import torch
 from delete.data.augment import RandomCropFlip
 from delete.data.lazy_dataset import ByteImageDataset
 from delete.data.tensor_dataset import DatasetBundle
-from delete.errors import DatasetError
+from delete.errors import DatasetError, one_line
 
 __all__ = ["load_cifar10", "load_cifar100"]
 
@@ -97,8 +97,7 @@ def _read_pickle(path: Path, md5: str | None, title: str) -> dict[str, Any]:
         with open(path, "rb") as handle:
             payload = load_array_pickle(handle)
     except Exception as exc:  # noqa: BLE001 - any parse failure means a bad file
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DatasetError(f"{title} file {path} cannot be read: {reason}") from exc
+        raise DatasetError(f"{title} file {path} cannot be read: {one_line(exc)}") from exc
     if not isinstance(payload, dict):
         raise DatasetError(f"{title} file {path} holds {type(payload).__name__}, not a dict")
     # Python 2 pickles read with encoding="latin1" give str keys; bytes keys are normalised too.

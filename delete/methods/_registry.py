@@ -8,15 +8,20 @@ from typing import Any, TypeVar
 
 from delete.errors import InvalidHparamError, UnknownMethodError
 from delete.methods.base import MethodConfig, UnlearningMethod
+from delete.registry import Registry
 
 __all__ = ["register_method", "create_method", "list_methods", "get_method_class", "method_info"]
 
-_REGISTRY: dict[str, type[UnlearningMethod]] = {}
+#: Every method class by name (same rules as the model, dataset and task registries).
+_REGISTRY: Registry[type[UnlearningMethod]] = Registry("unlearning method", UnknownMethodError)
 M = TypeVar("M", bound=type[UnlearningMethod])
 
 
 def register_method(name: str) -> Callable[[M], M]:
     """Class decorator that adds a method to the registry under ``name``.
+
+    Raises:
+        DuplicateRegistrationError: Another class already holds ``name``.
 
     Example:
         >>> from delete.methods import list_methods
@@ -25,10 +30,8 @@ def register_method(name: str) -> Callable[[M], M]:
     """
 
     def decorator(cls: M) -> M:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"method {name!r} is already registered by {_REGISTRY[name]!r}")
+        _REGISTRY.add(name, cls)
         cls.name = name
-        _REGISTRY[name] = cls
         return cls
 
     return decorator
@@ -36,21 +39,16 @@ def register_method(name: str) -> Callable[[M], M]:
 
 def list_methods(*, needs_retain: bool | None = None) -> list[str]:
     """Registered method names, sorted; optionally filtered on whether they need retained data."""
-    return sorted(
+    return [
         name
         for name, cls in _REGISTRY.items()
         if needs_retain is None or cls.needs_retain == needs_retain
-    )
+    ]
 
 
 def get_method_class(name: str) -> type[UnlearningMethod]:
     """The class registered under ``name``; raises :class:`UnknownMethodError` otherwise."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise UnknownMethodError(
-            f"unknown unlearning method {name!r}; known methods: {', '.join(list_methods())}"
-        ) from None
+    return _REGISTRY.get(name)
 
 
 def build_config(cls: type[UnlearningMethod], hparams: dict[str, Any]) -> MethodConfig:

@@ -16,10 +16,17 @@ from typing import Any
 from torch import nn
 
 from delete.errors import UnknownModelError
+from delete.registry import Registry
 
 __all__ = ["ModelSpec", "register_model", "build_model", "list_models", "import_callable"]
 
-_BUILDERS: dict[str, Callable[..., nn.Module]] = {}
+#: Builders by architecture name (same rules as the method, dataset and task registries).
+#: ``torchvision:`` and ``package.module:callable`` names are resolved, never registered.
+_BUILDERS: Registry[Callable[..., nn.Module]] = Registry(
+    "architecture",
+    UnknownModelError,
+    also_known=("torchvision:<name> or package.module:callable",),
+)
 
 
 @dataclass(frozen=True)
@@ -80,18 +87,17 @@ class ModelSpec:
 
 
 def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Register a builder ``fn(num_classes, in_channels, **kwargs) -> nn.Module``."""
+    """Register a builder ``fn(num_classes, in_channels, **kwargs) -> nn.Module``.
 
-    def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        _BUILDERS[name] = fn
-        return fn
-
-    return decorator
+    Raises:
+        DuplicateRegistrationError: Another builder already holds ``name``.
+    """
+    return _BUILDERS.register(name)
 
 
 def list_models() -> list[str]:
     """Registered builder names (``torchvision:<name>`` is accepted in addition)."""
-    return sorted(_BUILDERS)
+    return _BUILDERS.names()
 
 
 def import_callable(target: str) -> Callable[..., Any]:
@@ -158,12 +164,6 @@ def build_model(spec: ModelSpec) -> nn.Module:
         return build_torchvision_classifier(
             spec.arch.split(":", 1)[1], spec.num_classes, spec.in_channels, **spec.kwargs
         )
-    try:
-        builder = _BUILDERS[spec.arch]
-    except KeyError:
-        # UnknownModelError is a ValueError, as this used to raise.
-        raise UnknownModelError(
-            f"unknown architecture {spec.arch!r}; known: {', '.join(list_models())},"
-            " torchvision:<name> or package.module:callable"
-        ) from None
+    # UnknownModelError (a ValueError, as this always raised) listing every known form.
+    builder = _BUILDERS.get(spec.arch)
     return builder(num_classes=spec.num_classes, in_channels=spec.in_channels, **spec.kwargs)

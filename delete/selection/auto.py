@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from delete.engine import CHECKPOINT_FILE, EngineResult, EngineRun, load_checkpoint
-from delete.errors import CheckpointError, InvalidHparamError, NonFiniteLossError
+from delete.errors import CheckpointError, InvalidHparamError, NonFiniteLossError, one_line
 from delete.methods.base import UnlearnContext, UnlearningMethod
 from delete.selection.signals import EpochSignals, ProbeSet, measure
 
@@ -479,7 +479,7 @@ def _load_state(folder: Path) -> dict[str, Any] | None:
         payload["best_state"] = torch.load(best, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable state is the same failure
         raise CheckpointError(
-            f"selection state in {folder} is unreadable: {exc}".splitlines()[0]
+            f"selection state in {folder} is unreadable: {one_line(exc)}"
         ) from exc
     return payload
 

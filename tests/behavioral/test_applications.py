@@ -15,13 +15,13 @@ import torch
 import delete
 from delete.applications import get_task
 from delete.applications.backdoor import BackdoorData, evaluate_backdoor
-from delete.applications.backdoor_poison import BadNetsTrigger, poison_dataset
+from delete.applications.backdoor.poison import BadNetsTrigger, poison_dataset
 from delete.applications.face import evaluate_face, face_margin_loss
-from delete.applications.face_data import load_mnist_identities
-from delete.applications.face_model import CosineFaceNet
-from delete.applications.fcn import TinyFCN
-from delete.applications.scenes import load_mnist_scenes
+from delete.applications.face.data import load_mnist_identities
+from delete.applications.face.model import CosineFaceNet
 from delete.applications.segmentation import evaluate_segmentation, segmentation_loss
+from delete.applications.segmentation.model import TinyFCN
+from delete.applications.segmentation.scenes import load_mnist_scenes
 from delete.data import DatasetBundle, ImageTensorDataset
 from delete.models import SmallCNN
 from delete.training import TrainConfig, make_loader, train_classifier
@@ -140,8 +140,8 @@ def test_application_benchmark_runs_end_to_end(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A shrunken segmentation scenario through the benchmark runner: every row, the report."""
-    from delete.applications import bench as bench_module
-    from delete.applications.bench_cases import bench_cases
+    from delete.bench import applications as bench_module
+    from delete.bench.application_cases import bench_cases
 
     tiny = replace(
         bench_cases(quick=True)[2],

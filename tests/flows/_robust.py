@@ -1,8 +1,7 @@
 """Helpers of the robustness tests: registry snapshots, pipeline worker processes, own models.
 
-The crash and load tests register versions, so they use their own registered models
-(bootstrapped in the shared project root) and never move the shared model's aliases that the
-other flow tests check.
+The crash and load tests use registered models of their own, bootstrapped in their own copies
+of the golden project root.
 """
 
 from __future__ import annotations
@@ -32,16 +31,16 @@ print("WORKER-RESULTS", len(results), sum(r["state"] == "done" for r in results)
 
 def registry_snapshot(settings: Any) -> list[tuple[str, int, tuple[str, ...], bool, str | None]]:
     """Every version of every registered model with its aliases, completeness and verdict."""
-    from tasks.registry import list_versions
+    from tasks.registry import ModelRegistry
 
     return sorted(
         (r["name"], r["version"], tuple(r["aliases"]), r["complete"], r["verdict"])
-        for r in list_versions(settings)
+        for r in ModelRegistry.of(settings).list_versions()
     )
 
 
 def bootstrap_model(settings: Any, name: str) -> dict[str, Any]:
-    """Register ``name`` version 1 @champion in the shared root (data reused, tiny training)."""
+    """Register ``name`` version 1 @champion in ``settings.root`` (data reused, tiny training)."""
     from flows.bootstrap import bootstrap_flow
 
     return bootstrap_flow(
@@ -106,7 +105,7 @@ def assert_alias_history_matches_registry(settings: Any, model: str) -> int:
         The number of alias moves of ``model``.
     """
     from tasks.audit import open_audit_log
-    from tasks.registry import mlflow_client
+    from tasks.registry import ModelRegistry
 
     moves = [
         r["payload"]
@@ -120,6 +119,6 @@ def assert_alias_history_matches_registry(settings: Any, model: str) -> int:
         if move["alias"] == "champion":
             assert move["verdict"] in ("passed", "n/a"), move
         replayed[move["alias"]] = move["to_version"]
-    registered = mlflow_client(settings).get_registered_model(model).aliases or {}
+    registered = ModelRegistry.of(settings).client.get_registered_model(model).aliases or {}
     assert {a: int(v) for a, v in registered.items()} == replayed
     return len(moves)

@@ -69,20 +69,7 @@ def store(tmp_path_factory: pytest.TempPathFactory, pipeline_env: None) -> dict[
 
     from delete.models import ModelSpec, build_model
     from tasks.export import package_model
-    from tasks.registry import (
-        CHAMPION,
-        create_run,
-        describe_version,
-        ensure_experiment,
-        finish_run,
-        iso_to_millis,
-        log_dataset_input,
-        log_to_run,
-        mark_complete,
-        register_version,
-        set_alias,
-        set_version_description,
-    )
+    from tasks.registry import CHAMPION, ModelRegistry, describe_version, iso_to_millis
     from tasks.report import build_evidently_report_from_logits
     from tasks.settings import PipelineSettings
 
@@ -108,30 +95,27 @@ def store(tmp_path_factory: pytest.TempPathFactory, pipeline_env: None) -> dict[
         reference_name="parent model (v1)",
         current_name="unlearned model (v2)",
     )
-    run_id = create_run(
-        settings,
+    run_id = ModelRegistry.of(settings).create_run(
         f"unlearn-{REQUEST}",
         {"request_id": REQUEST},
         start_time_ms=iso_to_millis("2026-12-02T03:50:56Z"),
     )
-    log_dataset_input(
-        settings, run_id, name="mnist5k", path=root / "data.dvc", digest="c" * 32 + ".dir"
+    ModelRegistry.of(settings).log_dataset_input(
+        run_id, name="mnist5k", path=root / "data.dvc", digest="c" * 32 + ".dir"
     )
-    log_to_run(
-        settings,
+    ModelRegistry.of(settings).log_to_run(
         run_id,
         metrics={"after_acc_test_retain": 93.55555555555556},
         artifacts=[(path, "evidently") for path in report.files()],
     )
-    version = register_version(
-        settings,
+    version = ModelRegistry.of(settings).register_version(
         name=MODEL,
         run_id=run_id,
         model_dir=package.model_dir,
         tags={"request_id": REQUEST},
     )
-    mark_complete(settings, MODEL, version)
-    set_alias(settings, MODEL, CHAMPION, version)
+    ModelRegistry.of(settings).mark_complete(MODEL, version)
+    ModelRegistry.of(settings).set_alias(MODEL, CHAMPION, version)
     description = describe_version(
         request_id=REQUEST,
         forget_class_names=["7"],
@@ -141,12 +125,12 @@ def store(tmp_path_factory: pytest.TempPathFactory, pipeline_env: None) -> dict[
         method="delete",
         evidently=report.summary_line(),
     )
-    set_version_description(settings, MODEL, version, description)
-    finish_run(settings, run_id, end_time_ms=iso_to_millis("2026-12-02T03:51:22Z"))
+    ModelRegistry.of(settings).set_version_description(MODEL, version, description)
+    ModelRegistry.of(settings).finish_run(run_id, end_time_ms=iso_to_millis("2026-12-02T03:51:22Z"))
     return {
         "root": root,
         "uri": settings.mlflow_tracking_uri,
-        "experiment_id": ensure_experiment(settings),
+        "experiment_id": ModelRegistry.of(settings).ensure_experiment(),
         "run_id": run_id,
         "version": version,
         "report": report,

@@ -6,52 +6,77 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.flows.conftest import LENIENT_GATES, MODEL, write_request
 
 
 def _registry_state(settings: Any) -> tuple[list[int], int | None, int | None]:
-    from tasks.registry import CHALLENGER, CHAMPION, get_alias, list_versions
+    from tasks.registry import CHALLENGER, CHAMPION, ModelRegistry
 
     return (
-        [v["version"] for v in list_versions(settings, MODEL)],
-        get_alias(settings, MODEL, CHAMPION),
-        get_alias(settings, MODEL, CHALLENGER),
+        [v["version"] for v in ModelRegistry.of(settings).list_versions(MODEL)],
+        ModelRegistry.of(settings).get_alias(MODEL, CHAMPION),
+        ModelRegistry.of(settings).get_alias(MODEL, CHALLENGER),
     )
 
 
-def test_failed_gates_register_a_challenger(first_request: dict[str, Any], project: Any) -> None:
+def test_failed_gates_register_a_challenger(project: Any) -> None:
     from flows.process_inbox import process_inbox_flow
     from tasks.audit import open_audit_log
     from tasks.inbox import Inbox
-    from tasks.registry import CHALLENGER, CHAMPION, get_alias, version_tags
+    from tasks.registry import CHALLENGER, CHAMPION, ModelRegistry
 
     settings = project["settings"]
-    champion = get_alias(settings, MODEL, CHAMPION)
-    gates = settings.root / "gates.yaml"
-    gates.write_text("max_test_forget_accuracy: -1.0\nmax_retain_accuracy_drop: 50.0\n")
-    try:
-        source = write_request(
-            settings.root / "strict.yaml",
-            "gdpr-strict",
-            forget_classes="[3]",
-            hparams="{epochs: 1}",
-        )
-        Inbox(settings).submit(source)
-        (result,) = process_inbox_flow(root=str(settings.root))
-    finally:
-        gates.write_text(LENIENT_GATES)
+    champion = ModelRegistry.of(settings).get_alias(MODEL, CHAMPION)
+    assert champion == 1  # this test's own root: the bootstrap's version only
+    # An accuracy can never be below 0: this gate must reject whatever the model does.
+    (settings.root / "gates.yaml").write_text(
+        "max_test_forget_accuracy: -1.0\nmax_retain_accuracy_drop: 50.0\n"
+    )
+    source = write_request(
+        settings.root / "strict.yaml", "gdpr-strict", forget_classes="[3]", hparams="{epochs: 1}"
+    )
+    Inbox(settings).submit(source)
+    (result,) = process_inbox_flow(root=str(settings.root))
     assert result["state"] == "done" and result["verdict"] == "rejected"
     version = result["version"]
-    assert get_alias(settings, MODEL, CHAMPION) == champion != version
-    assert get_alias(settings, MODEL, CHALLENGER) == version
-    tags = version_tags(settings, MODEL, version)
+    assert version == 2 and ModelRegistry.of(settings).get_alias(MODEL, CHAMPION) == champion
+    assert ModelRegistry.of(settings).get_alias(MODEL, CHALLENGER) == version
+    tags = ModelRegistry.of(settings).version_tags(MODEL, version)
     assert tags["gate.verdict"] == "rejected"
     assert "max_acc_forget" in tags["gate.reasons"]  # a legacy gates.yaml, read in new names
     assert tags["pipeline.complete"] == "true"
     moved = open_audit_log(settings).find(event="alias.moved", request_id="gdpr-strict")
     assert [m["payload"]["alias"] for m in moved] == ["challenger"]
     assert moved[0]["payload"]["verdict"] == "rejected"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("gate", ["max_mia_gap", "max_drop_acc_retain"])
+def test_each_gate_alone_can_reject(gate: str, project: Any) -> None:
+    """One gate set below any value its metric can take (a gap or an accuracy drop is never
+    below -1; a model that loses nothing drops 0), the others lenient: rejected by that gate
+    alone, whatever the tiny model does. With ``LENIENT_GATES`` the same request passes."""
+    from flows.process_inbox import process_inbox_flow
+    from tasks.audit import read_request_record
+    from tasks.inbox import Inbox
+    from tasks.registry import CHALLENGER, CHAMPION, ModelRegistry
+
+    settings = project["settings"]
+    lenient = yaml.safe_load(LENIENT_GATES)["classification"]
+    assert gate in lenient
+    strict = {**lenient, gate: -1.0}
+    (settings.root / "gates.yaml").write_text(yaml.safe_dump({"classification": strict}))
+    request_id = f"one-gate-{gate}".replace("_", "-")
+    Inbox(settings).submit(write_request(settings.root / "one-gate.yaml", request_id))
+    (result,) = process_inbox_flow(root=str(settings.root))
+    assert result["state"] == "done" and result["verdict"] == "rejected", result
+    record = read_request_record(settings, request_id)
+    failed = [c["name"] for c in record["verdict"]["checks"] if not c["passed"]]
+    assert failed == [gate], record["verdict"]
+    assert ModelRegistry.of(settings).get_alias(MODEL, CHAMPION) == 1
+    assert ModelRegistry.of(settings).get_alias(MODEL, CHALLENGER) == result["version"] == 2
 
 
 BAD_REQUESTS: list[tuple[str, dict[str, Any], str, str]] = [
@@ -71,9 +96,8 @@ BAD_REQUESTS: list[tuple[str, dict[str, Any], str, str]] = [
 ]
 
 
-def test_bad_requests_fail_and_leave_registry_unchanged(
-    first_request: dict[str, Any], project: Any
-) -> None:
+@pytest.mark.slow
+def test_bad_requests_fail_and_leave_registry_unchanged(project: Any) -> None:
     from flows.process_inbox import process_inbox_flow
     from tasks.audit import open_audit_log
     from tasks.inbox import Inbox
@@ -103,14 +127,15 @@ def test_bad_requests_fail_and_leave_registry_unchanged(
     assert not list(settings.processing_dir.iterdir())
 
 
-def test_corrupt_checkpoint_fails_cleanly(first_request: dict[str, Any], project: Any) -> None:
+@pytest.mark.slow
+def test_corrupt_checkpoint_fails_cleanly(project: Any) -> None:
     from flows.process_inbox import process_inbox_flow
     from tasks.inbox import Inbox
-    from tasks.registry import mlflow_client
+    from tasks.registry import ModelRegistry
 
     settings = project["settings"]
     before = _registry_state(settings)
-    uri = mlflow_client(settings).get_model_version_download_uri(MODEL, "1")
+    uri = ModelRegistry.of(settings).client.get_model_version_download_uri(MODEL, "1")
     weights = Path(uri.removeprefix("file://")) / "extra_files" / "model.safetensors"
     original = weights.read_bytes()
     weights.write_bytes(original[: len(original) // 2])

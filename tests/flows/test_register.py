@@ -170,14 +170,17 @@ def pipeline(
 @pytest.mark.slow
 def test_register_tags_version_one_champion(pipeline: dict[str, Any]) -> None:
     from delete.checkpoint import file_sha256
-    from tasks.registry import CHAMPION, get_alias, version_tags
+    from tasks.registry import CHAMPION, ModelRegistry
 
     code, out, err = pipeline["register"]
     assert code == 0, err
     assert out.startswith(f"{NAME} version 1 registered @champion"), out
     root, settings = pipeline["root"], pipeline["settings"]
-    assert get_alias(settings, NAME, CHAMPION) in (1, 2)  # 2 once the request passed its gates
-    tags = version_tags(settings, NAME, 1)
+    assert ModelRegistry.of(settings).get_alias(NAME, CHAMPION) in (
+        1,
+        2,
+    )  # 2 once the request passed its gates
+    tags = ModelRegistry.of(settings).version_tags(NAME, 1)
     dvc_md5 = (root / "datasets" / "shapes.dvc").read_text().split("md5: ")[1].split()[0]
     assert tags["architecture"] == "torchvision:resnet18"
     assert json.loads(tags["architecture.kwargs"]) == {"num_classes": 3}
@@ -224,13 +227,15 @@ def test_registered_onnx_matches_torch_on_normalised_images(pipeline: dict[str, 
     from delete.models import ModelSpec
     from tasks.image_dataset import read_image_folder
     from tasks.model_card import Preprocess
-    from tasks.registry import mlflow_client
+    from tasks.registry import ModelRegistry
 
     root, settings = pipeline["root"], pipeline["settings"]
     assert pipeline["register"][0] == 0
-    mlflow_client(settings)
+    source = ModelRegistry.of(settings).client.get_model_version_download_uri(NAME, "1")
     local = mlflow.artifacts.download_artifacts(
-        artifact_uri=f"models:/{NAME}/1/model.onnx", dst_path=str(root / "onnx-check")
+        artifact_uri=f"{source}/model.onnx",
+        dst_path=str(root / "onnx-check"),
+        tracking_uri=settings.mlflow_tracking_uri,
     )
     preprocess = Preprocess(channels=3, size=32, mean=MEAN, std=STD)
     bundle = read_image_folder(root / "datasets" / "shapes", preprocess, "check")
@@ -252,7 +257,7 @@ def test_registered_onnx_matches_torch_on_normalised_images(pipeline: dict[str, 
 @pytest.mark.slow
 def test_request_by_folder_name_forgets_only_that_class(pipeline: dict[str, Any]) -> None:
     from tasks.audit import read_request_record
-    from tasks.registry import version_tags
+    from tasks.registry import ModelRegistry
 
     root, settings = pipeline["root"], pipeline["settings"]
     assert pipeline["submit"][0] == 0, pipeline["submit"][2]
@@ -263,7 +268,10 @@ def test_request_by_folder_name_forgets_only_that_class(pipeline: dict[str, Any]
     record = read_request_record(settings, "forget-cls-b")
     assert record["request"]["forget_classes"] == ["cls-b"]
     assert record["forget_classes"] == [1] and record["forget_class_names"] == ["cls-b"]
-    assert record["data_version"]["md5"] == version_tags(settings, NAME, 1)["dataset.dvc_md5"]
+    assert (
+        record["data_version"]["md5"]
+        == ModelRegistry.of(settings).version_tags(NAME, 1)["dataset.dvc_md5"]
+    )
     manifest = root / "forget_sets" / "forget-cls-b" / "manifest.csv"
     rows = list(csv.DictReader(manifest.open()))
     assert len(rows) == N_TRAIN
@@ -272,7 +280,7 @@ def test_request_by_folder_name_forgets_only_that_class(pipeline: dict[str, Any]
     for row in rows:
         digest = hashlib.sha256((root / row["file"]).read_bytes()).hexdigest()
         assert digest == row["sha256"]
-    tags = version_tags(settings, NAME, 2)
+    tags = ModelRegistry.of(settings).version_tags(NAME, 2)
     # the new version carries the data and architecture on, for the next request against it
     assert tags["dataset.path"] == "datasets/shapes" and tags["forget_classes"] == "[1]"
     assert tags["parent.version"] == "1"
@@ -285,7 +293,7 @@ def test_request_by_folder_name_forgets_only_that_class(pipeline: dict[str, Any]
 
 
 def _assert_refused(root: Path, needle: str, *, marker: Path | None = None) -> str:
-    from tasks.registry import list_versions
+    from tasks.registry import ModelRegistry
     from tasks.settings import PipelineSettings
 
     code, _, err = _cli(root, "register", str(root / "card.yaml"))
@@ -296,7 +304,7 @@ def _assert_refused(root: Path, needle: str, *, marker: Path | None = None) -> s
     assert needle in lines[0], lines[0]
     assert "Traceback" not in err
     assert not (root / "mlflow" / "mlflow.db").exists(), "refused, yet an MLflow store was made"
-    assert list_versions(PipelineSettings.from_env(root)) == []
+    assert ModelRegistry.of(PipelineSettings.from_env(root)).list_versions() == []
     assert not (root / "datasets" / "shapes.dvc").exists(), "refused, yet the data was versioned"
     assert not (root / "artifacts" / "register").exists()
     return lines[0]
@@ -394,10 +402,10 @@ def test_refuses_dataset_outside_the_project_root(
 
 @pytest.mark.slow
 def test_refuses_a_name_already_registered(pipeline: dict[str, Any]) -> None:
-    from tasks.registry import list_versions
+    from tasks.registry import ModelRegistry
 
     root, settings = pipeline["root"], pipeline["settings"]
-    before = list_versions(settings, NAME)
+    before = ModelRegistry.of(settings).list_versions(NAME)
     code, _, err = _cli(root, "register", str(root / "card.yaml"))
     lines = err.strip().splitlines()
     assert code != 0 and len(lines) == 1, err
@@ -405,7 +413,7 @@ def test_refuses_a_name_already_registered(pipeline: dict[str, Any]) -> None:
         f"error: model '{NAME}' is already registered; register under a new name "
         "(a new version of it comes only from deletion requests)"
     )
-    assert list_versions(settings, NAME) == before
+    assert ModelRegistry.of(settings).list_versions(NAME) == before
 
 
 # --- other card forms -----------------------------------------------------------------------
@@ -480,7 +488,7 @@ def test_refuses_an_unknown_task(tmp_path: Path, weights_cache: dict[str, Path])
 def test_a_face_card_is_validated_with_the_face_metrics(tmp_path: Path) -> None:
     """``task: face`` on a team's identity folders: the folder names stay the identities and
     the model is evaluated with verification as well as identity accuracy, before any write."""
-    from delete.applications.face_model import CosineFaceNet
+    from delete.applications.face.model import CosineFaceNet
     from tasks.register import validate_card
     from tasks.settings import PipelineSettings
 

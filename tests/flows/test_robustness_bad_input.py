@@ -11,7 +11,7 @@ Each case must end with all four outcomes of the robustness issue:
 Malformed files are dropped straight into ``inbox/`` (``submit`` would refuse them before the
 pipeline sees them); valid-looking requests go through :meth:`Inbox.submit`. Cases that need a
 broken environment (DVC objects gone, a tampered checkpoint, absurd ONNX tolerances, a dataset
-version without the class) break the shared project root only for the duration of the case.
+version without the class) break the test's own copy of the project root.
 """
 
 from __future__ import annotations
@@ -83,9 +83,9 @@ def _valid_dict() -> dict[str, Any]:
 
 
 def _store_weights(settings: Any, version: int) -> Path:
-    from tasks.registry import mlflow_client
+    from tasks.registry import ModelRegistry
 
-    uri = mlflow_client(settings).get_model_version_download_uri(MODEL, str(version))
+    uri = ModelRegistry.of(settings).client.get_model_version_download_uri(MODEL, str(version))
     return Path(uri.removeprefix("file://")) / "extra_files" / "model.safetensors"
 
 
@@ -96,13 +96,13 @@ def _replace_weights(
     """Swap version 1's registered weights; with ``update_tag`` the registered SHA-256 follows,
     as an insider with registry access would do, so the loader itself must refuse the file."""
     from delete.checkpoint import file_sha256
-    from tasks.registry import TAG_WEIGHTS_SHA256, mlflow_client, version_tags
+    from tasks.registry import TAG_WEIGHTS_SHA256, ModelRegistry
 
     weights = _store_weights(settings, 1)
     original = weights.read_bytes()
-    tag = version_tags(settings, MODEL, 1)[TAG_WEIGHTS_SHA256]
+    tag = ModelRegistry.of(settings).version_tags(MODEL, 1)[TAG_WEIGHTS_SHA256]
     weights.write_bytes(content(original))
-    client = mlflow_client(settings)
+    client = ModelRegistry.of(settings).client
     if update_tag:
         client.set_model_version_tag(MODEL, "1", TAG_WEIGHTS_SHA256, file_sha256(weights))
     try:
@@ -178,11 +178,13 @@ def _pickled_engine_checkpoint(
     """A pickle planted where the engine looks for its resume checkpoint."""
     import torch
 
-    from tasks.registry import CHAMPION, TAG_WEIGHTS_SHA256, get_alias, version_tags
+    from tasks.registry import CHAMPION, TAG_WEIGHTS_SHA256, ModelRegistry
     from tasks.requests import load_request
 
     parsed = load_request(request)
-    parent = version_tags(settings, MODEL, get_alias(settings, MODEL, CHAMPION))
+    parent = ModelRegistry.of(settings).version_tags(
+        MODEL, ModelRegistry.of(settings).get_alias(MODEL, CHAMPION)
+    )
     folder = settings.artifacts_dir / "checkpoints" / parsed.request_id
     resume = folder / f"{parsed.content_hash()[:16]}-{parent[TAG_WEIGHTS_SHA256][:16]}"
     resume.mkdir(parents=True)
@@ -415,6 +417,7 @@ def _certificate(settings: Any, request_id: str) -> str:
     return result.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_bad_input_is_failed_with_reason_audited_and_registry_unchanged(
     case: Case,
@@ -464,6 +467,7 @@ def test_bad_input_is_failed_with_reason_audited_and_registry_unchanged(
     assert not (settings.root / "x.json").exists() and not (settings.root.parent / "x").exists()
 
 
+@pytest.mark.slow
 def test_rejected_submission_is_audited_too(project: dict[str, Any], tmp_path: Path) -> None:
     """``unlearn submit`` refuses a bad file before the pipeline sees it: same four outcomes."""
     from typer.testing import CliRunner
@@ -492,6 +496,7 @@ def test_rejected_submission_is_audited_too(project: dict[str, Any], tmp_path: P
     assert not any(settings.inbox_dir.iterdir())
 
 
+@pytest.mark.slow
 def test_pipeline_refuses_to_run_without_an_audit_key(
     project: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -532,16 +537,24 @@ TAMPERS: dict[str, tuple[Callable[[list[bytes]], list[bytes]], Callable[[int], i
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tamper", list(TAMPERS))
 def test_unlearn_audit_verify_names_the_first_bad_record(
     tamper: str, project: dict[str, Any], first_request: dict[str, Any], tmp_path: Path
 ) -> None:
-    """The pipeline's own audit log (copied, so the shared one stays intact), tampered with."""
+    """The pipeline's own audit log (copied out of the test's root), tampered with."""
     from typer.testing import CliRunner
 
     from flows.cli import app
+    from flows.process_inbox import process_inbox_flow
+    from tasks.inbox import Inbox
 
     settings = project["settings"]
+    # The root's log holds the bootstrap's and the request's records; one refused request
+    # more, so that every tampering below has records on both sides of the one it breaks.
+    Inbox(settings).submit(write_request(tmp_path / "bad.yaml", "tamper-pad", model="no-such"))
+    (refused,) = process_inbox_flow(root=str(settings.root))
+    assert refused["state"] == "failed"
     root = tmp_path / "copy"
     shutil.copytree(settings.audit_dir, root / "audit")
     log = root / "audit" / "audit.jsonl"

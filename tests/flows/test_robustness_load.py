@@ -31,8 +31,12 @@ MODELS = ("robust-load-a", "robust-load-b")
 OUTCOMES = ("request.completed", "request.skipped", "request.rejected", "request.failed")
 
 
-@pytest.fixture(scope="module")
+pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
+
+
+@pytest.fixture
 def load_models(project: dict[str, Any]) -> tuple[str, ...]:
+    """The two models, version 1 each, in this test's own root."""
     for name in MODELS:
         assert bootstrap_model(project["settings"], name)["version"] == 1
     return MODELS
@@ -43,7 +47,7 @@ def test_two_workers_drain_50_requests_once_each(
 ) -> None:
     from tasks.audit import open_audit_log
     from tasks.inbox import Inbox
-    from tasks.registry import list_versions, versions_for_request
+    from tasks.registry import ModelRegistry
 
     settings = project["settings"]
     inbox = Inbox(settings)
@@ -93,7 +97,8 @@ def test_two_workers_drain_50_requests_once_each(
     duplicated_versions = {
         rid: len(found)
         for rid in ids
-        if len(found := versions_for_request(settings, model_of[rid], rid)) != (rid in done)
+        if len(found := ModelRegistry.of(settings).versions_for_request(model_of[rid], rid))
+        != (rid in done)
     }
     print(
         f"\nLOAD: requests={N_REQUESTS} workers=2 wall_s={wall:.1f} "
@@ -106,7 +111,7 @@ def test_two_workers_drain_50_requests_once_each(
     assert all(outcomes[rid] == 1 for rid in ids), outcomes  # one outcome record each
     assert not duplicated_versions
     for name in load_models:
-        rows = list_versions(settings, name)
+        rows = ModelRegistry.of(settings).list_versions(name)
         assert all(r["complete"] for r in rows)
         assert len(rows) == 1 + sum(model_of[rid] == name for rid in done)
         assert assert_alias_history_matches_registry(settings, name) >= 1

@@ -6,37 +6,13 @@ tried, what was chosen and why it stopped must reach the request record and the 
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import pytest
 
-from tests.flows.conftest import (
-    LENIENT_GATES,
-    MAX_PER_CLASS,
-    TRAIN_EPOCHS,
-    init_project_root,
-    write_request,
-)
+from tests.flows.conftest import MAX_PER_CLASS, write_request
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory, prefect_harness: None, pipeline_env: None):  # type: ignore[no-untyped-def]
-    """A project root of this module's own: no other test's versions or requests in it.
-
-    ``mlflow.set_tracking_uri`` exports ``MLFLOW_TRACKING_URI``, which would send the next
-    root's settings to this root's store: it is cleared before and after.
-    """
-    from flows.bootstrap import bootstrap_flow
-    from tasks.settings import PipelineSettings
-
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    root = init_project_root(tmp_path_factory.mktemp("selection-project"), LENIENT_GATES)
-    bootstrap_flow(root=str(root), epochs=TRAIN_EPOCHS, max_per_class=MAX_PER_CLASS)
-    yield {"root": root, "settings": PipelineSettings.from_env(root)}
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
 def test_unpinned_request_selects_with_a_training_sample_and_records_it(

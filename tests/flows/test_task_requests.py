@@ -1,11 +1,11 @@
 """``task:`` through the real pipeline: face, backdoor and segmentation requests end to end.
 
-One project root of its own (so the classification tests' registry is untouched): each task's
-model is bootstrapped from the same DVC-pinned digits, then one request per task runs through
-the unlearn flow with real Prefect, MLflow, DVC, onnxruntime and Evidently. The models are
-tiny, so the tests check what the pipeline promises (the task's own metrics, its own gates,
-its forget set, export, registration, audit), not how well a 500-image model forgets; the
-behavioural tests check forgetting on real data.
+A golden project root of this module's own, built once: each task's model is bootstrapped
+from the same DVC-pinned digits, then one request per task runs through the unlearn flow with
+real Prefect, MLflow, DVC, onnxruntime and Evidently; every test gets a private copy of it.
+The models are tiny, so the tests check what the pipeline promises (the task's own metrics,
+its own gates, its forget set, export, registration, audit), not how well a 500-image model
+forgets; the behavioural tests check forgetting on real data.
 """
 
 from __future__ import annotations
@@ -19,15 +19,30 @@ import numpy as np
 import pytest
 import torch
 
-from tests.flows.conftest import MAX_PER_CLASS, init_project_root
-
-#: Classification gates as in the shared root; task sections lenient where a 500-image model
-#: cannot do better, the backdoor left at the shipped defaults (the product's target).
-GATES = (
-    "classification:\n  max_acc_forget: 5.0\n  max_drop_acc_retain: 50.0\n  max_mia_gap: 0.5\n"
-    "face:\n  max_acc_forget: 5.0\n  max_drop_acc_retain: 50.0\n"
-    "segmentation:\n  max_iou_forget: 100.0\n  max_drop_miou_retain: 50.0\n"
+from tests.flows.conftest import (
+    LENIENT_GATES,
+    MAX_PER_CLASS,
+    clone_root,
+    forget_mlflow_store,
+    init_project_root,
+    rebase,
 )
+
+pytestmark = pytest.mark.slow
+
+#: Classification gates as in the other test roots; task sections lenient where a 500-image
+#: model cannot do better, but each able to reject; the backdoor left at the shipped defaults
+#: (the product's target).
+GATES = LENIENT_GATES + (
+    "face:\n  max_acc_forget: 5.0\n  max_drop_acc_retain: 50.0\n"
+    "segmentation:\n  max_iou_forget: 10.0\n  max_drop_miou_retain: 50.0\n"
+)
+#: The verdict each task's request must get under ``GATES``, and the gates that must fail:
+#: known from the setup, never recomputed from the pipeline's output. The face and scene
+#: requests pass their gates; the 8-epoch backdoor model keeps an attack success rate far above
+#: the product's 5 % (about 32 %), so its request is rejected by ``max_asr`` alone.
+EXPECTED_VERDICT = {"face": "passed", "backdoor": "rejected", "segmentation": "passed"}
+EXPECTED_FAILED = {"face": [], "backdoor": ["max_asr"], "segmentation": []}
 
 CASES: dict[str, dict[str, Any]] = {
     "face": {"options": {}, "forget": ["id-3"], "classes": [3], "epochs": 8},
@@ -59,46 +74,52 @@ def _request(request_id: str, model: str, forget: list[Any], task: str | None) -
 
 
 @pytest.fixture(scope="module")
-def task_root(
+def task_golden(
     tmp_path_factory: pytest.TempPathFactory, prefect_harness: None, pipeline_env: None
 ) -> dict[str, Any]:
-    from tasks.settings import PipelineSettings
-
-    root = init_project_root(tmp_path_factory.mktemp("tasks-project"), GATES)
-    return {"root": root, "settings": PipelineSettings.from_env(root), "runs": {}}
-
-
-def _applied(task_root: dict[str, Any], task: str) -> dict[str, Any]:
-    """Bootstrap the task's model and apply one request to it (once per module)."""
+    """Every task's model bootstrapped and one request applied to it, once for the module."""
     from flows.bootstrap import bootstrap_flow
     from flows.unlearn import unlearn_flow
 
-    runs = task_root["runs"]
-    if task not in runs:
-        case = CASES[task]
+    root = init_project_root(tmp_path_factory.mktemp("tasks-golden"), GATES)
+    runs = {}
+    for task, case in sorted(CASES.items()):
         boot = bootstrap_flow(
-            root=str(task_root["root"]),
+            root=str(root),
             epochs=case["epochs"],
             max_per_class=MAX_PER_CLASS,
             task=task,
             task_options=case["options"],
         )
-        result = unlearn_flow(
-            _request(f"{task}-0001", boot["model"], case["forget"], task),
-            root=str(task_root["root"]),
-        )
-        runs[task] = {"boot": boot, "result": result}
-    return runs[task]
+        request = _request(f"{task}-0001", boot["model"], case["forget"], task)
+        runs[task] = {"boot": boot, "result": unlearn_flow(request, root=str(root))}
+    forget_mlflow_store()
+    return {"root": root, "runs": runs}
+
+
+@pytest.fixture
+def task_root(task_golden: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
+    """This test's own copy of the golden task root, with the runs' paths moved to it."""
+    from tasks.settings import PipelineSettings
+
+    root = clone_root(task_golden["root"], tmp_path / "tasks-project")
+    runs = rebase(task_golden["runs"], task_golden["root"], root)
+    return {"root": root, "settings": PipelineSettings.from_env(root), "runs": runs}
+
+
+def _applied(task_root: dict[str, Any], task: str) -> dict[str, Any]:
+    """The task's bootstrap and its request's result, in this test's root."""
+    return task_root["runs"][task]
 
 
 @pytest.mark.parametrize("task", sorted(CASES))
 def test_bootstrap_records_the_task(task_root: dict[str, Any], task: str) -> None:
     from tasks.applications import DEFAULT_TASK_OPTIONS, model_task
-    from tasks.registry import version_tags
+    from tasks.registry import ModelRegistry
 
     boot = _applied(task_root, task)["boot"]
     assert boot["model"] == f"mnist5k-classifier-{task}" and boot["version"] == 1
-    tags = version_tags(task_root["settings"], boot["model"], 1)
+    tags = ModelRegistry.of(task_root["settings"]).version_tags(boot["model"], 1)
     name, options = model_task(tags)
     assert name == task
     assert options == {**DEFAULT_TASK_OPTIONS[task], **CASES[task]["options"]}
@@ -110,7 +131,7 @@ def test_request_is_unlearned_gated_and_registered_by_task(
 ) -> None:
     from delete.applications import get_task
     from tasks.evaluation import load_gates
-    from tasks.registry import CHAMPION, get_alias, version_tags
+    from tasks.registry import CHAMPION, ModelRegistry
 
     settings = task_root["settings"]
     run = _applied(task_root, task)
@@ -131,17 +152,17 @@ def test_request_is_unlearned_gated_and_registered_by_task(
         value = before[metric] - after[metric] if name.startswith("max_drop_") else after[metric]
         assert check["value"] == pytest.approx(value), name
         assert check["passed"] == (value <= gates[name]), name
-    passed = all(c["passed"] for c in checks.values())
-    label = "passed" if passed else "rejected"
+    label = EXPECTED_VERDICT[task]
     assert result["verdict"] == label
-    tags = version_tags(settings, model, 2)
+    assert sorted(n for n, c in checks.items() if not c["passed"]) == EXPECTED_FAILED[task]
+    tags = ModelRegistry.of(settings).version_tags(model, 2)
     assert tags["task"] == task and json.loads(tags["task.options"]) == json.loads(
-        version_tags(settings, model, 1)["task.options"]
+        ModelRegistry.of(settings).version_tags(model, 1)["task.options"]
     )
     assert tags["forget_classes"] == json.dumps(CASES[task]["classes"])
     assert tags["pipeline.complete"] == "true" and tags["gate.verdict"] == label
     # promotion only through the gates: a rejected version never becomes the champion
-    assert get_alias(settings, model, CHAMPION) == (2 if passed else 1)
+    assert ModelRegistry.of(settings).get_alias(model, CHAMPION) == (2 if label == "passed" else 1)
     assert record["task"] == task and record["gates"] == gates
     # the Prefect UI lists the run by the request it served, not a random name
     from prefect.client.orchestration import get_client
@@ -167,7 +188,7 @@ def test_backdoor_gates_are_the_product_target(task_root: dict[str, Any]) -> Non
 
 @pytest.mark.parametrize("task", sorted(CASES))
 def test_forget_manifest_lists_the_task_forget_set(task_root: dict[str, Any], task: str) -> None:
-    from tasks.registry import version_tags
+    from tasks.registry import ModelRegistry
 
     settings = task_root["settings"]
     run = _applied(task_root, task)
@@ -180,7 +201,7 @@ def test_forget_manifest_lists_the_task_forget_set(task_root: dict[str, Any], ta
         assert len(rows) == round(0.02 * 10 * MAX_PER_CLASS)
     else:
         assert labels == {3}  # identity 3 / the digits the scene class "3" is drawn from
-    tags = version_tags(settings, run["boot"]["model"], 2)
+    tags = ModelRegistry.of(settings).version_tags(run["boot"]["model"], 2)
     assert (
         tags["data.forget_manifest_dvc_md5"] in (manifest.parent / "manifest.csv.dvc").read_text()
     )
@@ -222,17 +243,17 @@ def _rejected(task_root: dict[str, Any], request: dict[str, Any]) -> str:
 
 
 def test_a_request_for_another_task_is_rejected(task_root: dict[str, Any]) -> None:
-    from tasks.registry import get_alias, versions_for_request
+    from tasks.registry import ModelRegistry
 
     settings = task_root["settings"]
     model = _applied(task_root, "face")["boot"]["model"]
-    champion = get_alias(settings, model, "champion")
+    champion = ModelRegistry.of(settings).get_alias(model, "champion")
     reason = _rejected(task_root, _request("wrong-task", model, [3], None))
     assert "classification request" in reason and "face model" in reason
     reason = _rejected(task_root, _request("wrong-task-2", model, [3], "segmentation"))
     assert "segmentation request" in reason
-    assert get_alias(settings, model, "champion") == champion
-    assert versions_for_request(settings, model, "wrong-task") == []
+    assert ModelRegistry.of(settings).get_alias(model, "champion") == champion
+    assert ModelRegistry.of(settings).versions_for_request(model, "wrong-task") == []
 
 
 def test_bad_task_classes_are_rejected_in_one_line(task_root: dict[str, Any]) -> None:
@@ -271,7 +292,7 @@ def test_cli_bootstrap_by_task_and_certificate(task_root: dict[str, Any]) -> Non
 
 def test_a_task_request_applied_twice_registers_once(task_root: dict[str, Any]) -> None:
     from flows.unlearn import unlearn_flow
-    from tasks.registry import versions_for_request
+    from tasks.registry import ModelRegistry
 
     run = _applied(task_root, "segmentation")
     model = run["boot"]["model"]
@@ -281,7 +302,10 @@ def test_a_task_request_applied_twice_registers_once(task_root: dict[str, Any]) 
     )
     assert again["status"] == "already_applied" and again["version"] == 2
     assert [
-        v for v, _ in versions_for_request(task_root["settings"], model, "segmentation-0001")
+        v
+        for v, _ in ModelRegistry.of(task_root["settings"]).versions_for_request(
+            model, "segmentation-0001"
+        )
     ] == [2]
 
 

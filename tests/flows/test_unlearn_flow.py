@@ -45,14 +45,25 @@ def _result(first_request: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def _new_version(first_request: dict[str, Any]) -> int:
+    """The version the request must have created: the next after the root's versions before
+    it (this test's root started with the bootstrap's version 1 and nothing else)."""
+    before = first_request["versions_before"]
+    assert before == [1], before
+    return max(before) + 1
+
+
 def test_request_registers_a_promoted_version(first_request: dict[str, Any], project: Any) -> None:
-    from tasks.registry import CHAMPION, get_alias, version_tags
+    from tasks.registry import CHAMPION, ModelRegistry
 
     settings, result = project["settings"], _result(first_request)
     assert result["status"] == "completed" and result["verdict"] == "passed"
     version = result["version"]
-    assert version == 2 and get_alias(settings, MODEL, CHAMPION) == version
-    tags = version_tags(settings, MODEL, version)
+    assert (
+        version == _new_version(first_request)
+        and ModelRegistry.of(settings).get_alias(MODEL, CHAMPION) == version
+    )
+    tags = ModelRegistry.of(settings).version_tags(MODEL, version)
     missing = [t for t in REQUIRED_TAGS if t not in tags]
     assert not missing, f"version {version} lacks tags {missing}"
     assert tags["request_id"] == "gdpr-0001" and tags["forget_classes"] == "[7]"
@@ -66,16 +77,18 @@ def test_onnx_from_the_registry_matches_torch(first_request: dict[str, Any], pro
     import onnxruntime as ort
 
     from tasks.dataset import load_dataset_at_version
-    from tasks.registry import mlflow_client, resolve_model
+    from tasks.registry import ModelRegistry
     from tasks.requests import parse_model_ref
 
     settings, result = project["settings"], _result(first_request)
-    mlflow_client(settings)
+    registry = ModelRegistry.of(settings)
+    source = registry.client.get_model_version_download_uri(MODEL, str(result["version"]))
     local = mlflow.artifacts.download_artifacts(
-        artifact_uri=f"models:/{MODEL}/{result['version']}/model.onnx",
+        artifact_uri=f"{source}/model.onnx",
         dst_path=str(settings.root / "onnx-check"),
+        tracking_uri=settings.mlflow_tracking_uri,
     )
-    resolved = resolve_model(settings, parse_model_ref(f"{MODEL}@champion"))
+    resolved = ModelRegistry.of(settings).resolve_model(parse_model_ref(f"{MODEL}@champion"))
     assert resolved.version == result["version"]
     bundle, _ = load_dataset_at_version(settings)
     images = bundle.test.images[:9]
@@ -84,12 +97,17 @@ def test_onnx_from_the_registry_matches_torch(first_request: dict[str, Any], pro
     with torch.no_grad():
         torch_logits = resolved.model(images).numpy()
     np.testing.assert_allclose(onnx_logits, torch_logits, atol=1e-4, rtol=1e-3)
-    served = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")  # onnx flavor: no pickle
+    # served from @champion's own location (a models:/ URI would go through MLflow's
+    # process-wide registry URI, which the pipeline never sets); onnx flavor: no pickle
+    champion = registry.client.get_model_version_by_alias(MODEL, "champion").version
+    served = mlflow.pyfunc.load_model(
+        registry.client.get_model_version_download_uri(MODEL, champion)
+    )
     assert served.metadata.flavors.keys() >= {"onnx", "python_function"}
 
 
 def test_run_artifacts_and_forget_manifest(first_request: dict[str, Any], project: Any) -> None:
-    from tasks.registry import mlflow_client, version_tags
+    from tasks.registry import ModelRegistry
 
     settings, result = project["settings"], _result(first_request)
     html = result["evidently_html"]
@@ -97,7 +115,7 @@ def test_run_artifacts_and_forget_manifest(first_request: dict[str, Any], projec
     page = Path(html).read_text(encoding="utf-8")
     assert "Current: Model Quality Metrics" in page and "Reference: Model Quality Metrics" in page
     assert "Drift" in page
-    client = mlflow_client(settings)
+    client = ModelRegistry.of(settings).client
     run = client.get_run(result["mlflow_run_id"])
     assert run.info.status == "FINISHED"
     assert {"before_acc_retain", "after_acc_retain", "pipeline_overhead_seconds"} <= set(
@@ -125,7 +143,7 @@ def test_run_artifacts_and_forget_manifest(first_request: dict[str, Any], projec
         assert (
             hashlib.sha256((settings.root / row["file"]).read_bytes()).hexdigest() == row["sha256"]
         )
-    tags = version_tags(settings, MODEL, result["version"])
+    tags = ModelRegistry.of(settings).version_tags(MODEL, result["version"])
     dvc_md5 = tags["data.forget_manifest_dvc_md5"]
     assert dvc_md5 in (manifest.parent / "manifest.csv.dvc").read_text()
     assert (settings.root / "dvc-remote" / "files" / "md5" / dvc_md5[:2] / dvc_md5[2:]).is_file()
@@ -182,7 +200,8 @@ def test_audit_record_and_prefect_artifact(first_request: dict[str, Any], projec
     events = [r["event"] for r in audit.find(request_id="gdpr-0001")]
     assert events == ["alias.moved", "request.completed"]
     moved = audit.find(event="alias.moved", request_id="gdpr-0001")[0]["payload"]
-    assert (moved["from_version"], moved["to_version"], moved["verdict"]) == (1, 2, "passed")
+    expected = (1, _new_version(first_request), "passed")
+    assert (moved["from_version"], moved["to_version"], moved["verdict"]) == expected
 
     with get_client(sync_client=True) as client:
         flow_run = client.read_flow_run(UUID(record["flow_run_id"]))
@@ -196,14 +215,14 @@ def test_audit_record_and_prefect_artifact(first_request: dict[str, Any], projec
 def test_same_request_twice_registers_nothing(first_request: dict[str, Any], project: Any) -> None:
     from flows.process_inbox import process_inbox_flow
     from tasks.inbox import Inbox
-    from tasks.registry import CHAMPION, get_alias, list_versions
+    from tasks.registry import CHAMPION, ModelRegistry
 
     settings = project["settings"]
     _result(first_request)
-    versions = [v["version"] for v in list_versions(settings, MODEL)]
+    versions = [v["version"] for v in ModelRegistry.of(settings).list_versions(MODEL)]
     Inbox(settings).submit(first_request["source"])
     (again,) = process_inbox_flow(root=str(settings.root))
     assert again["state"] == "done" and again["status"] == "already_applied"
-    assert again["version"] == 2
-    assert [v["version"] for v in list_versions(settings, MODEL)] == versions
-    assert get_alias(settings, MODEL, CHAMPION) == 2
+    assert again["version"] == _new_version(first_request)
+    assert [v["version"] for v in ModelRegistry.of(settings).list_versions(MODEL)] == versions
+    assert ModelRegistry.of(settings).get_alias(MODEL, CHAMPION) == _new_version(first_request)

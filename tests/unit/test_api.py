@@ -110,7 +110,7 @@ class _NaNAfterFirstStep(UnlearningMethod):
 def nan_method() -> Iterator[str]:
     register_method("_test_nan")(_NaNAfterFirstStep)
     yield "_test_nan"
-    _REGISTRY.pop("_test_nan")  # keep list_methods() clean for the parametrized method tests
+    _REGISTRY.unregister("_test_nan")  # keep list_methods() clean for the parametrized method tests
 
 
 def test_non_finite_loss_aborts_with_clear_error(nan_method: str) -> None:

@@ -9,8 +9,8 @@ from torch.utils.data import DataLoader
 import delete
 from delete.applications import get_task
 from delete.applications.backdoor import BackdoorData, evaluate_backdoor
-from delete.applications.backdoor_metrics import attack_success_rate
-from delete.applications.backdoor_poison import BadNetsTrigger, poison_dataset, triggered_copy
+from delete.applications.backdoor.metrics import attack_success_rate
+from delete.applications.backdoor.poison import BadNetsTrigger, poison_dataset, triggered_copy
 from delete.data import DatasetBundle, ImageTensorDataset
 from delete.errors import InvalidClassError
 from tests.unit._tiny import TinyNet

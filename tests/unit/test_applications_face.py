@@ -13,15 +13,15 @@ from PIL import Image
 
 import delete
 from delete.applications.face import evaluate_face, face_margin_loss, face_model_spec
-from delete.applications.face_data import load_identity_folder
-from delete.applications.face_loss import CosineMarginLoss
-from delete.applications.face_metrics import (
+from delete.applications.face.data import load_identity_folder
+from delete.applications.face.loss import CosineMarginLoss
+from delete.applications.face.metrics import (
     gallery_mask,
     tar_at_far,
     threshold_at_far,
     verification_scores,
 )
-from delete.applications.face_model import CosineFaceNet
+from delete.applications.face.model import CosineFaceNet
 from delete.data import DatasetBundle, ImageTensorDataset
 from delete.errors import DatasetError, UnknownModelError
 from delete.models import build_model
@@ -153,3 +153,53 @@ def test_evaluate_face_and_unlearn_an_identity_on_tiny_data() -> None:
     unlearned = delete.unlearn(model, forget_loader, [1], device="cpu", epochs=1, progress=False)
     assert isinstance(unlearned, CosineFaceNet)
     assert unlearned(images[:2]).shape == (2, 3)
+
+
+# --- pinned TAR@FAR values: expected numbers computed by hand or by brute force in numpy --------
+
+
+def _brute_force_tar(genuine: np.ndarray, impostor: np.ndarray, far: float) -> tuple[float, float]:
+    """The definition, in O(n^2): the smallest impostor score t that at most ``far`` of the
+    impostor scores exceed; TAR is the share of genuine scores above it."""
+    feasible = [t for t in impostor if np.mean(impostor > t) <= far]
+    threshold = float(min(feasible))
+    return threshold, float(np.mean(genuine > threshold))
+
+
+def test_tar_at_far_keeps_its_pinned_values_with_ties() -> None:
+    impostor = torch.tensor([0.9, 0.8, 0.8, 0.7, 0.5, 0.5, 0.5, 0.2, 0.1, 0.0], dtype=torch.float64)
+    genuine = torch.tensor([0.95, 0.8, 0.75, 0.5, 0.3], dtype=torch.float64)
+    # By hand: (far, threshold, TAR). At FAR 0.2 the tie at 0.8 keeps 0.8 as the threshold.
+    for far, threshold, tar in [(0.0, 0.9, 0.2), (0.1, 0.8, 0.2), (0.2, 0.8, 0.2), (0.5, 0.5, 0.6)]:
+        assert threshold_at_far(impostor, far) == threshold
+        assert tar_at_far(genuine, impostor, far) == tar
+
+
+def test_tar_at_far_matches_the_definition_on_seeded_scores() -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        impostor = np.round(rng.random(int(rng.integers(1, 300))), 2)  # rounding makes ties
+        genuine = np.round(rng.random(int(rng.integers(1, 40))), 2)
+        for far in (0.0, 0.01, 0.05, 0.1, 0.3):
+            threshold, tar = _brute_force_tar(genuine, impostor, far)
+            imp_t, gen_t = torch.from_numpy(impostor), torch.from_numpy(genuine)
+            assert threshold_at_far(imp_t, far) == threshold
+            assert tar_at_far(gen_t, imp_t, far) == tar
+
+
+def test_torchmetrics_roc_tar_agrees_only_to_float32_precision() -> None:
+    """Why TAR stays hand-written: torchmetrics' ROC reaches the same operating point, but its
+    rates are float32, it squashes scores outside [0, 1] (negative cosines) with a sigmoid, and
+    its thresholds are the score above the operating point, not the impostor score reported."""
+    from torchmetrics.functional.classification import binary_roc
+
+    rng = np.random.default_rng(5)
+    impostor = np.round(rng.random(200) * 0.9, 2)
+    genuine = np.round(rng.random(30), 2)
+    scores = torch.from_numpy(np.concatenate([genuine, impostor]))
+    labels = torch.cat([torch.ones(len(genuine)), torch.zeros(len(impostor))]).long()
+    fpr, tpr, _ = binary_roc(scores, labels)
+    assert tpr.dtype == torch.float32
+    for far in (0.0, 0.01, 0.1):
+        _, tar = _brute_force_tar(genuine, impostor, far)
+        assert float(tpr[fpr <= far].max()) == pytest.approx(tar, rel=1e-6)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from delete.applications import TASKS, UnknownTaskError, get_task, list_tasks
-from delete.applications.bench import _cap, _markdown_table
-from delete.applications.bench_cases import NOT_APPLICABLE, bench_cases
+from delete.bench.application_cases import NOT_APPLICABLE, bench_cases
+from delete.bench.applications import _cap, _markdown_table
 from delete.errors import UnlearningError
 from delete.methods import list_methods
 

@@ -12,21 +12,20 @@ from PIL import Image
 
 import delete
 from delete.applications import get_task
-from delete.applications.cityscapes import load_cityscapes
-from delete.applications.fcn import TinyFCN
-from delete.applications.scenes import compose_digit_scenes
 from delete.applications.segmentation import (
     PixelCrossEntropy,
     evaluate_segmentation,
     load_segmentation_data,
 )
-from delete.applications.segmentation_data import (
+from delete.applications.segmentation.cityscapes import load_cityscapes
+from delete.applications.segmentation.data import (
     SegmentationBundle,
     SegmentationTensorDataset,
 )
-from delete.applications.segmentation_metrics import confusion_matrix, iou_per_class, mean_iou
-from delete.applications.unet import TinyUNet
-from delete.applications.voc import VOC_CLASSES, load_voc_segmentation
+from delete.applications.segmentation.metrics import confusion_matrix, iou_per_class, mean_iou
+from delete.applications.segmentation.model import TinyFCN, TinyUNet
+from delete.applications.segmentation.scenes import compose_digit_scenes
+from delete.applications.segmentation.voc import VOC_CLASSES, load_voc_segmentation
 from delete.errors import DatasetError
 from delete.losses import delete_loss
 from delete.models import ModelSpec, build_model
@@ -237,3 +236,84 @@ def test_unlearn_a_class_of_a_segmentation_model_through_the_api() -> None:
     metrics = evaluate_segmentation(unlearned, data, [1])
     assert {"iou_forget", "miou_retain", "forget_as_background", "pixel_acc"} <= set(metrics)
     assert metrics["class_iou/a"] == metrics["iou_forget"]
+
+
+# --- pinned IoU values: every expected number below is computed here with numpy ----------------
+
+
+def _numpy_confusion(pred: np.ndarray, target: np.ndarray, k: int, ignore: int) -> np.ndarray:
+    conf = np.zeros((k, k), dtype=np.int64)
+    for t, p in zip(target.ravel(), pred.ravel(), strict=True):
+        if t != ignore:
+            conf[t, p] += 1
+    return conf
+
+
+def _numpy_iou(conf: np.ndarray) -> np.ndarray:
+    tp = np.diag(conf).astype(np.float64)
+    union = conf.sum(0) + conf.sum(1) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, tp / union, np.nan)
+
+
+class _PredictionInChannel(torch.nn.Module):
+    """Logits that put the whole mass on the class stored in the image's one channel."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        one_hot = torch.nn.functional.one_hot(x[:, 0].long(), self.num_classes)
+        return one_hot.permute(0, 3, 1, 2).float()
+
+
+def _pinned_scene() -> tuple[np.ndarray, np.ndarray]:
+    """Predictions and targets of 2 images over 5 classes; class 4 is in neither, 255 ignored."""
+    rng = np.random.default_rng(7)
+    target = rng.integers(0, 4, (2, 6, 6))
+    target[0, 0, :3] = 255
+    pred = np.where(rng.random((2, 6, 6)) < 0.6, target, rng.integers(0, 4, (2, 6, 6)))
+    pred[target == 255] = 3  # predictions on ignored pixels must not count
+    return pred, target
+
+
+def test_iou_and_evaluation_keep_their_pinned_values() -> None:
+    pred, target = _pinned_scene()
+    conf = _numpy_confusion(pred, target, 5, 255)
+    iou = _numpy_iou(conf)
+    got = confusion_matrix(torch.from_numpy(pred), torch.from_numpy(target), 5)
+    assert got.tolist() == conf.tolist()
+    np.testing.assert_array_equal(iou_per_class(got).numpy(), iou)  # exact, NaN for class 4
+
+    images = torch.from_numpy(pred).float()[:, None]
+    ds = SegmentationTensorDataset(images, torch.from_numpy(target))
+    names = ["background", "a", "b", "c", "d"]
+    metrics = evaluate_segmentation(
+        _PredictionInChannel(5), SegmentationBundle("p", ds, ds, names), [2]
+    )
+    retained = iou[[0, 1, 3]]
+    assert metrics["iou_forget"] == 100.0 * iou[2]
+    assert metrics["miou_retain"] == 100.0 * float(np.mean(retained))  # class 4's NaN skipped
+    assert metrics["pixel_acc"] == 100.0 * float(np.trace(conf)) / conf.sum()
+    assert metrics["forget_as_background"] == 100.0 * conf[2, 0] / conf[2].sum()
+    for c, name in enumerate(names):
+        assert metrics[f"class_iou/{name}"] == pytest.approx(100.0 * iou[c], nan_ok=True, rel=0)
+
+
+def test_torchmetrics_iou_agrees_only_to_float32_precision() -> None:
+    """Why ``iou_per_class`` stays hand-written: torchmetrics divides in float32."""
+    from torchmetrics.functional.classification import multiclass_jaccard_index
+
+    pred, target = _pinned_scene()
+    theirs = multiclass_jaccard_index(
+        torch.from_numpy(pred),
+        torch.from_numpy(target),
+        5,
+        average="none",
+        ignore_index=255,
+        zero_division=float("nan"),
+    )
+    ours = _numpy_iou(_numpy_confusion(pred, target, 5, 255))
+    assert theirs.dtype == torch.float32
+    np.testing.assert_allclose(theirs.double().numpy(), ours, rtol=1e-6)  # same up to float32

@@ -115,6 +115,7 @@ def test_the_benchmark_request_is_a_valid_pinned_request(tmp_path: Path) -> None
     assert request.hparams == {"epochs": 2}
 
 
+@pytest.mark.subprocess
 def test_stop_all_ends_the_groups_at_once_and_does_not_wait_on_its_own_zombies(
     tmp_path: Path,
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+from html.parser import HTMLParser
 from typing import Any
 
 import pytest
@@ -144,8 +145,41 @@ def test_html_escapes_user_content() -> None:
     record["forget_class_names"] = ["<b>three</b>"]
     page = render_certificate(record, "html")
     assert "<script>" not in page and "<img" not in page and "<b>three" not in page
-    assert html.escape(evil, quote=True) in page
+    escaped = (
+        "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp; &lt;img src=x onerror=alert(1)&gt;"
+    )
+    assert escaped in page and evil in html.unescape(page)
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+
+
+class _Tags(HTMLParser):
+    """Every element a browser's parser would open in a page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.opened: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.opened.append(tag)
+
+
+#: The elements the certificate page is made of; a request field must never add one.
+PAGE_TAGS = {"html", "head", "meta", "title", "style", "body", "h1", "h2", "table", "tr", "th"}
+PAGE_TAGS |= {"td", "p"}
+
+
+def test_script_in_a_request_field_is_text_never_a_tag() -> None:
+    script = "<script>alert(1)</script>"
+    request = {**_record()["request"], "reason": script, "requested_by": script}
+    page = render_certificate(_record(request_id=script, request=request), "html")
+    parser = _Tags()
+    parser.feed(page)
+    assert "script" not in parser.opened and set(parser.opened) <= PAGE_TAGS
+    assert "<script" not in page.lower()
+    shown = "&lt;script&gt;alert(1)&lt;/script&gt;"
+    assert f"<tr><th>Requested by</th><td>{shown}</td></tr>" in page
+    assert f"<tr><th>Legal basis / reason</th><td>{shown}</td></tr>" in page
+    assert f"<title>Deletion certificate: request {shown}</title>" in page
 
 
 def test_markdown_escapes_markup_in_user_content() -> None:

@@ -473,3 +473,41 @@ def test_a_demo_root_verifies_without_a_key(root: Path) -> None:
     assert code == 0 and "1 records" in out and "demo mode" in out
     code, _, err = _run(root, "audit", "verify", env={**no_key, "UNLEARN_DEMO_MODE": "0"})
     assert code == 1 and "UNLEARN_AUDIT_KEY is not set" in _one_error_line(err)
+
+
+# --- tables (rich) ----------------------------------------------------------------------------
+
+#: Wider than 80 columns, with text that rich would read as markup if it were given a string.
+LONG_REASON = "[bold]GDPR[/bold] [3] already queued " + "and a long explanation " * 8
+
+
+def test_tables_keep_every_row_on_one_line_off_a_terminal(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from flows.cli import _print_table
+
+    _print_table(["REQUEST_ID", "REASON"], [["gdpr-7", LONG_REASON.strip()], ["r-10", "ok"]])
+    assert capsys.readouterr().out.splitlines() == [
+        "REQUEST_ID  REASON",
+        f"gdpr-7      {LONG_REASON.strip()}",  # "[bold]" is text, not a style
+        "r-10        ok",
+    ]
+
+
+def test_tables_wrap_long_cells_inside_their_column_on_a_terminal(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import io
+
+    from rich.console import Console
+
+    from flows.cli import _print_table
+
+    terminal = Console(file=io.StringIO(), force_terminal=True, color_system=None, width=40)
+    _print_table(["REQUEST_ID", "REASON"], [["gdpr-7", LONG_REASON.strip()]], terminal)
+    header, *lines = capsys.readouterr().out.splitlines()
+    assert header.split() == ["REQUEST_ID", "REASON"] and len(lines) > 1
+    assert all(len(line) <= 40 for line in lines)
+    assert lines[0].startswith("gdpr-7      [bold]GDPR[/bold]")
+    assert all(line.startswith(" " * 12) for line in lines[1:])  # inside the REASON column
+    assert " ".join(" ".join(line.split()) for line in lines) == f"gdpr-7 {LONG_REASON.strip()}"

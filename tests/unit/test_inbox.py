@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tasks.inbox import Claim, Inbox, InboxError, LockTimeoutError, model_lock
+from tasks.locks import LockError
 from tasks.requests import RequestError
 from tasks.settings import PipelineSettings
 
@@ -338,7 +339,7 @@ def test_model_lock_is_released_when_the_holder_is_killed(tmp_path: Path) -> Non
 
 
 def test_model_lock_refuses_path_like_names(tmp_path: Path) -> None:
-    with pytest.raises(InboxError, match="not a valid model name"):
+    with pytest.raises(LockError, match="not a valid model name"):
         model_lock(PipelineSettings.from_env(tmp_path), "../etc/passwd")
 
 

@@ -25,13 +25,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
     from delete.models import ModelSpec, build_model
     from tasks.export import package_model
-    from tasks.registry import (
-        create_run,
-        finish_run,
-        log_dataset_input,
-        log_to_run,
-        register_version,
-    )
+    from tasks.registry import ModelRegistry
 
     root = tmp_path_factory.mktemp("views")
     with pytest.MonkeyPatch.context() as patch:
@@ -42,31 +36,33 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     torch.manual_seed(0)
     package = package_model(build_model(spec).eval(), spec, root / "package")
     started = 1_795_660_000_000
-    run_id = create_run(settings, "views", {"request_id": "r-views"}, start_time_ms=started)
-    log_dataset_input(
-        settings,
+    run_id = ModelRegistry.of(settings).create_run(
+        "views", {"request_id": "r-views"}, start_time_ms=started
+    )
+    ModelRegistry.of(settings).log_dataset_input(
         run_id,
         name="mnist5k",
         path=root / "data.dvc",
         digest="cb8a4774c7ca71189928ead5e819dbb5.dir",
         details={"git_rev": "abc123"},
     )
-    log_to_run(settings, run_id, metrics={"acc": 93.55555555555556, "tiny": 3.814697265625e-06})
-    version = register_version(
-        settings,
+    ModelRegistry.of(settings).log_to_run(
+        run_id, metrics={"acc": 93.55555555555556, "tiny": 3.814697265625e-06}
+    )
+    version = ModelRegistry.of(settings).register_version(
         name=MODEL,
         run_id=run_id,
         model_dir=package.model_dir,
         tags={"request_id": "r-views"},
     )
-    finish_run(settings, run_id, end_time_ms=started + 17_000)
+    ModelRegistry.of(settings).finish_run(run_id, end_time_ms=started + 17_000)
     return {"settings": settings, "run_id": run_id, "version": version, "started": started}
 
 
 def test_run_spans_the_work(store: dict[str, Any]) -> None:
-    from tasks.registry import mlflow_client
+    from tasks.registry import ModelRegistry
 
-    info = mlflow_client(store["settings"]).get_run(store["run_id"]).info
+    info = ModelRegistry.of(store["settings"]).client.get_run(store["run_id"]).info
     assert info.start_time == store["started"]
     assert info.end_time - info.start_time == 17_000
 
@@ -74,9 +70,9 @@ def test_run_spans_the_work(store: dict[str, Any]) -> None:
 def test_dataset_is_a_run_input_with_the_dvc_md5(store: dict[str, Any]) -> None:
     import json
 
-    from tasks.registry import mlflow_client
+    from tasks.registry import ModelRegistry
 
-    inputs = mlflow_client(store["settings"]).get_run(store["run_id"]).inputs
+    inputs = ModelRegistry.of(store["settings"]).client.get_run(store["run_id"]).inputs
     assert inputs is not None
     (logged,) = inputs.dataset_inputs
     assert logged.dataset.name == "mnist5k"
@@ -92,19 +88,30 @@ def test_dataset_is_a_run_input_with_the_dvc_md5(store: dict[str, Any]) -> None:
 
 
 def test_metrics_are_rounded_for_display(store: dict[str, Any]) -> None:
-    from tasks.registry import mlflow_client
+    from tasks.registry import ModelRegistry
 
-    metrics = mlflow_client(store["settings"]).get_run(store["run_id"]).data.metrics
+    metrics = ModelRegistry.of(store["settings"]).client.get_run(store["run_id"]).data.metrics
     assert metrics == {"acc": 93.5556, "tiny": 3.815e-06}
 
 
 def test_registered_model_has_a_signature(store: dict[str, Any]) -> None:
-    from mlflow.models import get_model_info
+    from mlflow.artifacts import download_artifacts
+    from mlflow.models import Model
 
-    from tasks.registry import mlflow_client
+    from tasks.registry import ModelRegistry
 
-    mlflow_client(store["settings"])  # points mlflow's process-wide registry at the store
-    info = get_model_info(f"models:/{MODEL}/{store['version']}")
+    settings = store["settings"]
+    # the version's artifact location: the pipeline never sets MLflow's process-wide URIs,
+    # through which a models:/ URI is resolved
+    source = ModelRegistry.of(settings).client.get_model_version_download_uri(
+        MODEL, str(store["version"])
+    )
+    local = download_artifacts(
+        artifact_uri=f"{source}/MLmodel",
+        dst_path=str(settings.root / "mlmodel-check"),
+        tracking_uri=settings.mlflow_tracking_uri,
+    )
+    info = Model.load(local)
     assert info.signature is not None
     (inputs,) = info.signature.inputs.inputs
     (outputs,) = info.signature.outputs.inputs
@@ -114,7 +121,7 @@ def test_registered_model_has_a_signature(store: dict[str, Any]) -> None:
 
 
 def test_version_description_says_what_why_and_verdict(store: dict[str, Any]) -> None:
-    from tasks.registry import describe_version, mlflow_client, set_version_description
+    from tasks.registry import ModelRegistry, describe_version
 
     text = describe_version(
         request_id="r-views",
@@ -130,24 +137,26 @@ def test_version_description_says_what_why_and_verdict(store: dict[str, Any]) ->
         "Forgets classes **7, 8** from version 1 under request **r-views** (method delete)."
     )
     assert "Verdict: **rejected**, alias @challenger: max_class_accuracy_drop: 18" in text
-    set_version_description(store["settings"], MODEL, store["version"], text)
-    shown = mlflow_client(store["settings"]).get_model_version(MODEL, str(store["version"]))
+    ModelRegistry.of(store["settings"]).set_version_description(MODEL, store["version"], text)
+    shown = ModelRegistry.of(store["settings"]).client.get_model_version(
+        MODEL, str(store["version"])
+    )
     assert shown.description == text
 
 
 def test_long_digests_are_cut_to_what_mlflow_keeps(tmp_path: Path) -> None:
-    from tasks.registry import create_run, log_dataset_input, mlflow_client
+    from tasks.registry import ModelRegistry
 
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
         patch.delenv("UNLEARN_MLFLOW_ARTIFACTS", raising=False)
         settings = PipelineSettings.from_env(tmp_path)
-    run_id = create_run(settings, "digest", {})
+    run_id = ModelRegistry.of(settings).create_run("digest", {})
     sha = "f" * 64
-    log_dataset_input(
-        settings, run_id, name="forget-set/r", path="/x/m.csv.dvc", digest=sha, context="forget"
+    ModelRegistry.of(settings).log_dataset_input(
+        run_id, name="forget-set/r", path="/x/m.csv.dvc", digest=sha, context="forget"
     )
-    inputs = mlflow_client(settings).get_run(run_id).inputs
+    inputs = ModelRegistry.of(settings).client.get_run(run_id).inputs
     assert inputs is not None
     (logged,) = inputs.dataset_inputs
     assert logged.dataset.digest == sha[:36] and sha in logged.dataset.source

@@ -2,7 +2,7 @@
 
 For each task: the original model, Retrain (from scratch without the forgotten data, or on
 clean data for the backdoor), DELETE, and every registered baseline that applies, all run
-through :func:`delete.run_unlearning`. ``python -m delete.applications.bench --quick --out DIR``
+through :func:`delete.run_unlearning`. ``python -m delete.bench.applications --quick --out DIR``
 writes ``DIR/applications.md`` and one CSV per task.
 
 Example:
@@ -31,7 +31,7 @@ from torch.utils.data import Dataset, Subset
 from delete._device import resolve_device
 from delete.api import run_unlearning
 from delete.applications import get_task
-from delete.applications.bench_cases import (
+from delete.bench.application_cases import (
     NOT_APPLICABLE,
     SKIPPED_EVERYWHERE,
     BenchCase,
@@ -239,9 +239,9 @@ def run_application_benchmarks(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m delete.applications.bench [--quick] [--out DIR] [--device D] [--tasks ...]``."""
+    """``python -m delete.bench.applications [--quick] [--out DIR] [--device D] [--tasks ...]``."""
     parser = argparse.ArgumentParser(
-        prog="python -m delete.applications.bench",
+        prog="python -m delete.bench.applications",
         description="DELETE on face identities, backdoor removal and semantic segmentation.",
     )
     parser.add_argument("--quick", action="store_true", help="small data and few epochs")

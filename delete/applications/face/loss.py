@@ -12,9 +12,13 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
-__all__ = ["CosineMarginLoss"]
+from delete.applications.face.model import CosineHead
+from delete.applications.task_spec import LossFn
+from delete.errors import UnknownModelError
+
+__all__ = ["CosineMarginLoss", "face_margin_loss"]
 
 
 @dataclass(frozen=True)
@@ -27,7 +31,7 @@ class CosineMarginLoss:
 
     Attributes:
         scale: ``s``, the scale of the model's
-            :class:`~delete.applications.face_model.CosineHead`.
+            :class:`~delete.applications.face.model.CosineHead`.
         margin: ``m`` (cosine units for CosFace, radians for ArcFace).
         kind: ``"cosface"`` or ``"arcface"``.
 
@@ -67,3 +71,22 @@ class CosineMarginLoss:
 
     def __call__(self, logits: Tensor, targets: Tensor) -> Tensor:
         return F.cross_entropy(self.margin_logits(logits, targets), targets)
+
+
+def face_margin_loss(model: nn.Module, margin: float = 0.2) -> LossFn:
+    """CosFace loss whose scale matches the model's cosine head.
+
+    Raises:
+        UnknownModelError: The model has no :class:`CosineHead` named ``head``.
+
+    Example:
+        >>> from delete.applications.face.model import CosineFaceNet
+        >>> face_margin_loss(CosineFaceNet(3, 1, scale=8.0)).scale
+        8.0
+    """
+    head = getattr(model, "head", None)
+    if not isinstance(head, CosineHead):
+        raise UnknownModelError(
+            f"face training needs a model with a CosineHead at .head, got {type(model).__name__}"
+        )
+    return CosineMarginLoss(scale=head.scale, margin=margin)

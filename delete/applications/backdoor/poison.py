@@ -14,7 +14,14 @@ from torch import Tensor
 
 from delete.data import ImageTensorDataset
 
-__all__ = ["BadNetsTrigger", "PoisonedDataset", "poison_dataset", "triggered_copy"]
+__all__ = [
+    "BadNetsTrigger",
+    "BlendedTrigger",
+    "PoisonedDataset",
+    "Trigger",
+    "poison_dataset",
+    "triggered_copy",
+]
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,47 @@ class BadNetsTrigger:
         return out
 
 
+@dataclass(frozen=True)
+class BlendedTrigger:
+    """A fixed random pattern blended over the whole image (Chen et al. 2017, "Targeted
+    Backdoor Attacks on Deep Learning Systems Using Data Poisoning").
+
+    ``x' = (1 - alpha) * x + alpha * pattern``, with ``pattern`` uniform noise in ``[0, 1]``
+    drawn once from ``seed`` for the image size: unlike a patch, it touches every pixel, so a
+    defence that only learned "ignore the corner" does not remove it.
+
+    Attributes:
+        alpha: Blend weight of the pattern.
+        seed: Seed of the pattern.
+
+    Example:
+        >>> out = BlendedTrigger(alpha=0.5).apply(torch.zeros(2, 1, 3, 3))
+        >>> bool(torch.equal(out[0], out[1])), float(out.max()) <= 0.5
+        (True, True)
+    """
+
+    alpha: float = 0.2
+    seed: int = 1234
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.alpha < 1.0:
+            raise ValueError(f"blend alpha must be in (0, 1), got {self.alpha}")
+
+    def pattern(self, shape: tuple[int, ...]) -> Tensor:
+        """The noise pattern ``(C, H, W)`` for images of that shape (always the same)."""
+        generator = torch.Generator().manual_seed(self.seed)
+        return torch.rand(shape, generator=generator)
+
+    def apply(self, images: Tensor) -> Tensor:
+        """A copy of ``images`` ``(N, C, H, W)`` (or ``(C, H, W)``) with the pattern blended in."""
+        pattern = self.pattern(tuple(images.shape[-3:])).to(images.dtype)
+        return (1.0 - self.alpha) * images + self.alpha * pattern
+
+
+#: What a poisoning attack stamps on an image.
+Trigger = BadNetsTrigger | BlendedTrigger
+
+
 @dataclass
 class PoisonedDataset:
     """A poisoned training set and which of its samples carry the trigger.
@@ -74,7 +122,7 @@ def poison_dataset(
     dataset: ImageTensorDataset,
     target: int,
     rate: float,
-    trigger: BadNetsTrigger = BadNetsTrigger(),
+    trigger: Trigger = BadNetsTrigger(),
     seed: int = 0,
 ) -> PoisonedDataset:
     """Trigger and relabel ``rate`` of the samples, drawn at random among non-target samples.
@@ -112,7 +160,7 @@ def poison_dataset(
 
 
 def triggered_copy(
-    dataset: ImageTensorDataset, trigger: BadNetsTrigger, *, exclude_label: int | None = None
+    dataset: ImageTensorDataset, trigger: Trigger, *, exclude_label: int | None = None
 ) -> ImageTensorDataset:
     """Every sample (optionally except those labelled ``exclude_label``) with the trigger on.
 

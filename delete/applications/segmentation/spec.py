@@ -1,116 +1,29 @@
-"""Semantic-segmentation unlearning: forget a class at every pixel.
+"""The segmentation task: forget a class at every pixel; IoU per class, forgotten vs retained.
 
-``delete.unlearn(model, forget_loader, [k])`` works unchanged: DELETE's loss already treats
-``(N, C, H, W)`` logits pixel by pixel. The forget set is the training images that contain
-class ``k``; on them the frozen teacher's logit of ``k`` is masked at every pixel, so the
-student learns the teacher's next-best class on the object's pixels and keeps the teacher's
-predictions everywhere else. That next-best class is often background; on the digit scenes,
-whose model is trained with background down-weighted, it is mostly another digit (the
-``forget_as_background`` metric reports the share).
-
-Metrics: per-class IoU, the IoU of the forgotten class(es) (it should collapse towards 0) and
-the mean IoU over the retained classes (background included).
-
-Datasets by name: ``mnist_scenes`` (real MNIST-5k digits pasted onto canvases, offline; class
-``d + 1`` is digit ``d``), ``voc`` and ``cityscapes`` (folders on disk).
+The forget set is the training images that contain a forgotten class; the retain set the
+others. The evaluation accumulates one confusion matrix over the test split.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from delete.applications._evaluation import _outputs
-from delete.applications.cityscapes import load_cityscapes
-from delete.applications.scenes import load_mnist_scenes
-from delete.applications.segmentation_data import IGNORE_INDEX, SegmentationBundle
-from delete.applications.segmentation_metrics import confusion_matrix, iou_per_class, mean_iou
-from delete.applications.task_spec import LossFn, TaskSpec
-from delete.applications.voc import load_voc_segmentation
+from delete.applications.segmentation.data import SegmentationBundle
+from delete.applications.segmentation.datasets import load_segmentation_data
+from delete.applications.segmentation.loss import segmentation_loss
+from delete.applications.segmentation.metrics import confusion_matrix, iou_per_class, mean_iou
+from delete.applications.segmentation.model import segmentation_model_spec
+from delete.applications.task_spec import TaskSpec
 from delete.errors import DatasetError, InvalidClassError
 from delete.metrics import predict
-from delete.models import ModelSpec
 from delete.training import TrainConfig
 
-__all__ = [
-    "PixelCrossEntropy",
-    "SEGMENTATION_DATASETS",
-    "SEGMENTATION_TASK",
-    "evaluate_segmentation",
-    "load_segmentation_data",
-    "segmentation_loss",
-]
-
-#: Segmentation dataset loaders by name.
-SEGMENTATION_DATASETS: dict[str, Callable[..., SegmentationBundle]] = {
-    "mnist_scenes": load_mnist_scenes,
-    "voc": load_voc_segmentation,
-    "cityscapes": load_cityscapes,
-}
-
-
-def load_segmentation_data(*, dataset: str = "mnist_scenes", **options: Any) -> SegmentationBundle:
-    """Load a segmentation dataset by name (see :data:`SEGMENTATION_DATASETS`).
-
-    Raises:
-        DatasetError: Unknown dataset name (and whatever the loader raises).
-
-    Example:
-        >>> load_segmentation_data(dataset="ade20k")  # doctest: +ELLIPSIS
-        Traceback (most recent call last):
-        ...
-        delete.errors.DatasetError: unknown segmentation dataset 'ade20k'; known: cityscapes, ...
-    """
-    loader = SEGMENTATION_DATASETS.get(dataset)
-    if loader is None:
-        raise DatasetError(
-            f"unknown segmentation dataset {dataset!r}; "
-            f"known: {', '.join(sorted(SEGMENTATION_DATASETS))}"
-        )
-    return loader(**options)
-
-
-@dataclass(frozen=True)
-class PixelCrossEntropy:
-    """Per-pixel cross-entropy that skips :data:`IGNORE_INDEX` and can down-weight background.
-
-    Attributes:
-        background_weight: Weight of class 0 (the other classes weigh 1). Background covers
-            most pixels of most scenes; down-weighting it makes objects learnt sooner.
-        ignore_index: Target value of pixels that do not count.
-
-    Example:
-        >>> loss = PixelCrossEntropy(background_weight=1.0)
-        >>> round(float(loss(torch.zeros(1, 2, 1, 2), torch.tensor([[[0, 255]]]))), 4)  # log 2
-        0.6931
-    """
-
-    background_weight: float = 1.0
-    ignore_index: int = IGNORE_INDEX
-
-    def __call__(self, logits: Tensor, targets: Tensor) -> Tensor:
-        weight = torch.ones(logits.shape[1], device=logits.device)
-        weight[0] = self.background_weight
-        return F.cross_entropy(
-            logits.float(), targets, weight=weight, ignore_index=self.ignore_index
-        )
-
-
-def segmentation_loss(model: nn.Module, background_weight: float = 0.1) -> LossFn:
-    """The training loss of segmentation models: :class:`PixelCrossEntropy`, background at 0.1.
-
-    Example:
-        >>> segmentation_loss(nn.Identity()).background_weight
-        0.1
-    """
-    return PixelCrossEntropy(background_weight=background_weight)
-
+__all__ = ["SEGMENTATION_TASK", "evaluate_segmentation"]
 
 #: Pixels sampled for the Evidently report (all pixels would be ~300k rows).
 _BEHAVIOUR_PIXELS = 20_000
@@ -165,11 +78,6 @@ def _retained_pixels(
     return logits[chosen], labels[chosen]
 
 
-def _model_spec(data: SegmentationBundle) -> ModelSpec:
-    c, h, _ = data.image_shape
-    return ModelSpec("tiny_fcn", data.num_classes, c, h, {"width": 16})
-
-
 def evaluate_segmentation(
     model: nn.Module,
     data: SegmentationBundle,
@@ -185,7 +93,7 @@ def evaluate_segmentation(
         ``class_iou/<class name>`` for every class.
 
     Example:
-        >>> from delete.applications.segmentation_data import SegmentationTensorDataset
+        >>> from delete.applications.segmentation.data import SegmentationTensorDataset
         >>> ds = SegmentationTensorDataset(torch.zeros(2, 1, 4, 4), torch.zeros(2, 4, 4))
         >>> data = SegmentationBundle("toy", ds, ds, ["background", "thing"])
         >>> m = evaluate_segmentation(nn.Conv2d(1, 2, 1), data, [1])
@@ -225,7 +133,7 @@ SEGMENTATION_TASK: TaskSpec[SegmentationBundle] = TaskSpec(
     name="segmentation",
     summary="Forget a class at every pixel of a segmentation network; IoU per class.",
     load_data=load_segmentation_data,
-    model_spec=_model_spec,
+    model_spec=segmentation_model_spec,
     forget_set=_forget_set,
     retain_set=_retain_set,
     retrain_set=_retain_set,

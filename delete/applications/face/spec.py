@@ -1,24 +1,11 @@
-"""Face-identity unlearning: forget people from a cosine-margin face recogniser.
+"""The face task: identity accuracy and verification TAR@FAR, forgotten vs retained identities.
 
-The model (:class:`~delete.applications.face_model.CosineFaceNet`) returns scaled cosine
-logits to one centre per identity, so ``delete.unlearn(face_model, forget_loader, [ids])``
-works unchanged: DELETE masks the forgotten identities' logits in the frozen teacher and
-distils the rest. Evaluation reports identity accuracy and 1:1 verification (TAR at a fixed
-FAR, probe vs. gallery centroid) separately for forgotten and retained identities.
-
-Verification uses only the embeddings, and an embedding network also verifies people it was
-never trained on: a model retrained without an identity still verifies it (the benchmark's
-Retrain row). DELETE at its default (BatchNorm frozen, small learning rate) removes the
-identity from identification and lowers its TAR; with trained BatchNorm and a larger learning
-rate it drives that TAR to 0, at a cost on the retained identities' TAR.
-
-Without ``root`` the data are the real MNIST-5k digits standing in for ten identities (no face
-dataset can be fetched offline); with ``root`` an ImageFolder tree of identity folders.
+The test split is the verification set (see :mod:`delete.applications.face.metrics`); the
+forget set is every training image of the forgotten identities.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import torch
@@ -26,99 +13,27 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from delete.applications._evaluation import _outputs
-from delete.applications.face_data import load_identity_folder, load_mnist_identities
-from delete.applications.face_loss import CosineMarginLoss
-from delete.applications.face_metrics import (
+from delete.applications.face.data import load_face_data
+from delete.applications.face.loss import face_margin_loss
+from delete.applications.face.metrics import (
     gallery_mask,
     tar_at_far,
     threshold_at_far,
     verification_scores,
 )
-from delete.applications.face_model import CosineHead
-from delete.applications.task_spec import LossFn, TaskSpec
+from delete.applications.face.model import face_model_spec
+from delete.applications.task_spec import TaskSpec
 from delete.data import DatasetBundle, split_by_classes
 from delete.errors import UnknownModelError
-from delete.models import ModelSpec
 from delete.training import TrainConfig
 
-__all__ = [
-    "FACE_TASK",
-    "VERIFICATION_FAR",
-    "evaluate_face",
-    "face_margin_loss",
-    "face_model_spec",
-    "load_face_data",
-]
+__all__ = ["FACE_TASK", "FORGET_TAR_GATE", "VERIFICATION_FAR", "evaluate_face"]
 
 #: Default ``max_tar_forget`` gate (%): at most one genuine probe in this many verifies.
 FORGET_TAR_GATE = 10.0
 
 #: False accept rate at which the verification threshold is set.
 VERIFICATION_FAR = 1e-2
-
-
-def load_face_data(
-    *,
-    root: str | os.PathLike[str] | None = None,
-    image_size: int = 64,
-    grayscale: bool = False,
-    seed: int = 0,
-    augment: bool = True,
-    bundle: DatasetBundle | None = None,
-) -> DatasetBundle:
-    """Identity folders under ``root``; without ``root``, MNIST-5k digits as ten identities.
-
-    ``bundle``: an already-loaded labelled dataset whose classes are the identities (the
-    pipeline's DVC-pinned data); the demo's digit classes are named ``id-<digit>``, a team's
-    identity folders keep their names. ``root`` and ``augment`` are then unused.
-
-    Example:
-        >>> load_face_data(augment=False).class_names[3]
-        'id-3'
-    """
-    if bundle is not None:
-        digits = all(name.isdigit() for name in bundle.class_names)
-        names = [f"id-{name}" if digits else name for name in bundle.class_names]
-        return DatasetBundle(f"{bundle.name}-identities", bundle.train, bundle.test, names)
-    if root is None:
-        return load_mnist_identities(seed=seed, augment=augment)
-    return load_identity_folder(root, image_size, grayscale=grayscale, seed=seed, augment=augment)
-
-
-def face_model_spec(data: DatasetBundle) -> ModelSpec:
-    """A :class:`CosineFaceNet` sized for ``data`` (64-d embeddings, logit scale 10).
-
-    Scale 10 rather than the 30-64 of large face models: with ten identities it trains as well,
-    and its softer teacher distribution is what DELETE distils (at 16, the retained identities
-    lost 5-10 accuracy points in our sweep; at 10, under 1).
-
-    Example:
-        >>> from delete.data import ImageTensorDataset
-        >>> ds = ImageTensorDataset(torch.zeros(2, 3, 32, 32), torch.tensor([0, 1]))
-        >>> face_model_spec(DatasetBundle("f", ds, ds, ["a", "b"])).arch
-        'face_cosine'
-    """
-    c, h, _ = data.image_shape
-    return ModelSpec("face_cosine", data.num_classes, c, h, {"embedding_dim": 64, "scale": 10.0})
-
-
-def face_margin_loss(model: nn.Module, margin: float = 0.2) -> LossFn:
-    """CosFace loss whose scale matches the model's cosine head.
-
-    Raises:
-        UnknownModelError: The model has no :class:`CosineHead` named ``head``.
-
-    Example:
-        >>> from delete.applications.face_model import CosineFaceNet
-        >>> face_margin_loss(CosineFaceNet(3, 1, scale=8.0)).scale
-        8.0
-    """
-    head = getattr(model, "head", None)
-    if not isinstance(head, CosineHead):
-        raise UnknownModelError(
-            f"face training needs a model with a CosineHead at .head, got {type(model).__name__}"
-        )
-    return CosineMarginLoss(scale=head.scale, margin=margin)
 
 
 def _forget_set(data: DatasetBundle, forget_classes: Sequence[int]) -> Dataset:
@@ -164,7 +79,7 @@ def evaluate_face(
         ``class_acc/<identity>``: each identity's accuracy, so one collapsed identity shows.
 
     Example:
-        >>> from delete.applications.face_model import CosineFaceNet
+        >>> from delete.applications.face.model import CosineFaceNet
         >>> from delete.data import ImageTensorDataset
         >>> ds = ImageTensorDataset(torch.rand(12, 1, 8, 8), torch.arange(3).repeat(4))
         >>> m = evaluate_face(CosineFaceNet(3, 1), DatasetBundle("f", ds, ds, list("abc")), [0])

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from delete.applications.segmentation_data import SegmentationBundle, SegmentationFileDataset
+from delete.applications.segmentation.data import SegmentationBundle, SegmentationFileDataset
 from delete.errors import DatasetError
 
 __all__ = ["VOC_CLASSES", "load_voc_segmentation"]

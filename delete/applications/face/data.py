@@ -15,7 +15,7 @@ import os
 from delete.applications._mnist import _mnist5k
 from delete.data import DatasetBundle, load_image_folder
 
-__all__ = ["load_identity_folder", "load_mnist_identities"]
+__all__ = ["load_face_data", "load_identity_folder", "load_mnist_identities"]
 
 
 def load_identity_folder(
@@ -73,3 +73,31 @@ def load_mnist_identities(*, seed: int = 0, augment: bool = True) -> DatasetBund
     bundle = _mnist5k(seed, augment)
     names = [f"id-{i}" for i in range(bundle.num_classes)]
     return DatasetBundle("mnist5k-identities", bundle.train, bundle.test, names)
+
+
+def load_face_data(
+    *,
+    root: str | os.PathLike[str] | None = None,
+    image_size: int = 64,
+    grayscale: bool = False,
+    seed: int = 0,
+    augment: bool = True,
+    bundle: DatasetBundle | None = None,
+) -> DatasetBundle:
+    """Identity folders under ``root``; without ``root``, MNIST-5k digits as ten identities.
+
+    ``bundle``: an already-loaded labelled dataset whose classes are the identities (the
+    pipeline's DVC-pinned data); the demo's digit classes are named ``id-<digit>``, a team's
+    identity folders keep their names. ``root`` and ``augment`` are then unused.
+
+    Example:
+        >>> load_face_data(augment=False).class_names[3]
+        'id-3'
+    """
+    if bundle is not None:
+        digits = all(name.isdigit() for name in bundle.class_names)
+        names = [f"id-{name}" if digits else name for name in bundle.class_names]
+        return DatasetBundle(f"{bundle.name}-identities", bundle.train, bundle.test, names)
+    if root is None:
+        return load_mnist_identities(seed=seed, augment=augment)
+    return load_identity_folder(root, image_size, grayscale=grayscale, seed=seed, augment=augment)

@@ -5,6 +5,13 @@ embeddings. Its score against its own identity's centroid is *genuine*; its scor
 other identities' centroids are *impostor*. The acceptance threshold is set on the impostor
 distribution so that at most a fraction ``far`` of impostor scores exceed it; TAR is the share
 of genuine scores above that threshold.
+
+TAR at FAR stays hand-written rather than read off torchmetrics' ``binary_roc``: the ROC
+reaches the same operating point (ties included), but its rates are float32 (up to ~1e-7
+relative off these float64 ones, pinned in ``tests/unit/test_applications_face.py``), it passes
+scores outside ``[0, 1]`` (negative cosines) through a float32 sigmoid that can merge close
+scores into ties, and its thresholds are the score just above the operating point, not the
+impostor score :func:`threshold_at_far` reports.
 """
 
 from __future__ import annotations

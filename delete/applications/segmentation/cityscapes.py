@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from delete.applications.segmentation_data import (
+from delete.applications.segmentation.data import (
     IGNORE_INDEX,
     SegmentationBundle,
     SegmentationFileDataset,

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from delete.applications._mnist import _mnist5k
-from delete.applications.segmentation_data import SegmentationBundle, SegmentationTensorDataset
+from delete.applications.segmentation.data import SegmentationBundle, SegmentationTensorDataset
 from delete.data import DatasetBundle
 
 __all__ = ["SCENE_CLASS_NAMES", "compose_digit_scenes", "load_mnist_scenes"]
