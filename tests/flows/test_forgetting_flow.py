@@ -1,0 +1,66 @@
+"""The pipeline forgets for real: a model that recognises the class, and a request with the
+pipeline's own defaults (automatic selection with its selection sample).
+
+The other flow tests use a 2-epoch model that is barely trained (they check the pipeline's
+promises, not forgetting). Here the bootstrap trains 20 epochs (measured: 86 % test accuracy
+on the 50-per-class subset; digit 7 at 92 %), so the forgotten class starts well above the
+gate and the request must bring it under (measured: 0 %): a pipeline that stopped
+unlearning, or judged the parent instead of the unlearned model, fails this test.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tests.flows.conftest import MAX_PER_CLASS, forget_mlflow_store, init_project_root
+
+pytestmark = pytest.mark.slow
+
+#: The shipped classification gates, loosened for a model tested on 13 images per class; each
+#: can reject (measured: retained drop 5.1, worst class 15.4, membership gap 0.32 before and
+#: 0.21 after unlearning: the parent itself would fail ``max_mia_gap``).
+GATES = (
+    "classification:\n  max_acc_forget: 5.0\n  max_drop_acc_retain: 10.0\n"
+    "  max_drop_class_acc: 25.0\n  max_mia_gap: 0.3\n"
+)
+
+
+@pytest.fixture(scope="module")
+def forgotten(
+    tmp_path_factory: pytest.TempPathFactory, prefect_harness: None, pipeline_env: None
+) -> dict[str, Any]:
+    from flows.bootstrap import bootstrap_flow
+    from flows.unlearn import unlearn_flow
+
+    root = init_project_root(tmp_path_factory.mktemp("forgetting"), GATES)
+    boot = bootstrap_flow(root=str(root), epochs=20, max_per_class=MAX_PER_CLASS)
+    request = {
+        "request_id": "forget-7-for-real",
+        "model": f"{boot['model']}@champion",
+        "forget_classes": [7],
+        "requested_by": "dpo@example.com",
+        "reason": "erasure request",
+        "received_at": "2025-01-31T09:00:00Z",
+    }
+    result = unlearn_flow(request, root=str(root))
+    forget_mlflow_store()
+    record = json.loads((root / "audit" / "records" / "forget-7-for-real.json").read_text())
+    return {"boot": boot, "result": result, "record": record}
+
+
+def test_the_class_was_recognised_and_is_forgotten(forgotten: dict[str, Any]) -> None:
+    before = forgotten["record"]["metrics"]["before"]
+    after = forgotten["record"]["metrics"]["after"]
+    assert before["acc_forget"] > 60.0  # the setup: the parent recognises digit 7
+    assert after["acc_forget"] <= 5.0
+    assert before["acc_retain"] - after["acc_retain"] <= 10.0
+    assert forgotten["record"]["verdict"]["verdict"] == "passed"
+    assert forgotten["result"]["alias"] == "champion"
+
+
+def test_the_automatic_selection_ran_and_said_why_it_stopped(forgotten: dict[str, Any]) -> None:
+    selection = forgotten["record"]["selection"]
+    assert selection is not None and selection["chosen"] and selection["stop_reason"]
