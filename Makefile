@@ -30,7 +30,7 @@ ui: $(STAMP) ## MLflow UI on this project's store (http://127.0.0.1:5000); says 
 	$(VENV)/bin/unlearn ui
 
 test: $(STAMP) ## Run every test (unit, flows, behavioral, doctests)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 # Two xdist workers, one file each at a time (each starts its own Prefect harness and golden
 # root): 3 min 17 s -> 2 min 14 s on 2 cores. `make test` stays serial: its worker, server and
