@@ -49,6 +49,7 @@ from typing import Any, Literal
 
 import jinja2
 
+from delete.applications import UnknownTaskError, get_task
 from tasks.audit import record_digest
 
 __all__ = [
@@ -517,11 +518,21 @@ def _trail_section(record: Mapping[str, Any], f: _Facts) -> _Section:
 
 
 def _honesty_section(record: Mapping[str, Any]) -> _Section:
-    task = _get(record, "task", default="classification")
-    disclaimer = DISCLAIMER if task in (None, "classification") else TASK_DISCLAIMER
+    # The membership-inference sentence belongs to tasks whose spec runs that test.
+    disclaimer = DISCLAIMER if _has_membership_test(record) else TASK_DISCLAIMER
     return _Section(
         "What this certificate does and does not show", paragraphs=[disclaimer], note=True
     )
+
+
+def _has_membership_test(record: Mapping[str, Any]) -> bool:
+    """Whether the record's task measures membership inference (its ``TaskSpec.membership``);
+    a record without a task is a classification one, an unknown task has no such test."""
+    try:
+        spec = get_task(_get(record, "task") or "classification")
+    except UnknownTaskError:
+        return False
+    return spec.membership is not None
 
 
 def _relativize(sections: list[_Section], base: str | None) -> None:

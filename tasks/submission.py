@@ -19,7 +19,8 @@ import torch
 
 from delete.applications import get_task
 from delete.data import DatasetBundle, ImageTensorDataset
-from delete.errors import InvalidClassError
+from delete.errors import InvalidClassError, InvalidRepairSetError
+from delete.repair import check_repair_fraction
 from tasks.applications import CLASSIFICATION, model_task
 from tasks.dataset import DATASET_NAME, dataset_dir, resolve_forget_classes
 from tasks.image_dataset import TAG_CLASS_NAMES, TAG_DATASET_PATH
@@ -66,12 +67,11 @@ def _check_repair_set(task: str, request: DeletionRequest) -> None:
     spec = get_task(task)
     if spec.repair_step is None:
         raise RequestError(f"task {task} takes no repair set; remove repair_set")
-    bound = spec.max_repair_fraction
-    if declared.fraction is not None and declared.fraction > bound:
-        raise RequestError(
-            f"repair set fraction {declared.fraction:g} is not in (0, {bound:g}] of the "
-            "training set"
-        )
+    if declared.fraction is not None:
+        try:
+            check_repair_fraction(declared.fraction, spec.max_repair_fraction)
+        except InvalidRepairSetError as exc:
+            raise RequestError(str(exc)) from None
 
 
 def _check_id_not_done(settings: PipelineSettings, request: DeletionRequest) -> None:

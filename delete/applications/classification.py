@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from delete.applications.task_spec import TaskSpec
+from delete.applications.task_spec import TaskSpec, small_cnn_spec
 from delete.data import (
     DatasetBundle,
     UnlearningSplits,
@@ -30,7 +30,6 @@ from delete.metrics import (
     predict,
 )
 from delete.metrics.shared import shared
-from delete.models import ModelSpec
 
 __all__ = [
     "CLASSIFICATION_TASK",
@@ -79,11 +78,6 @@ def _splits(data: DatasetBundle, forget_classes: Sequence[int]) -> UnlearningSpl
         (data.train, data.test),
         lambda: make_unlearning_splits(data.train, data.test, classes),
     )
-
-
-def _model_spec(data: DatasetBundle) -> ModelSpec:
-    c, h, _ = data.image_shape
-    return ModelSpec("small_cnn", data.num_classes, c, h)
 
 
 def evaluate_classification(
@@ -173,7 +167,7 @@ CLASSIFICATION_TASK: TaskSpec[DatasetBundle] = TaskSpec(
     name="classification",
     summary="Forget whole classes of an image classifier (the library's main job).",
     load_data=load_classification_data,
-    model_spec=_model_spec,
+    model_spec=small_cnn_spec,
     forget_set=_forget_set,
     retain_set=_retain_set,
     retrain_set=_retain_set,

@@ -27,6 +27,7 @@ __all__ = [
     "LossFn",
     "BehaviourFn",
     "retained_test_logits",
+    "small_cnn_spec",
     "sources_by_label",
 ]
 
@@ -79,6 +80,18 @@ def sources_by_label(data: Any, source_labels: Tensor, forget_classes: Sequence[
     """
     wanted = torch.as_tensor(list(forget_classes), dtype=torch.long)
     return torch.nonzero(torch.isin(source_labels, wanted)).flatten().tolist()
+
+
+def small_cnn_spec(data: TaskData) -> ModelSpec:
+    """The project's SmallCNN sized for ``data`` (classification's and the backdoor's model).
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> small_cnn_spec(SimpleNamespace(image_shape=(1, 28, 28), num_classes=10))
+        ModelSpec(arch='small_cnn', num_classes=10, in_channels=1, image_size=28, kwargs={})
+    """
+    c, h, _ = data.image_shape
+    return ModelSpec("small_cnn", data.num_classes, c, h)
 
 
 def retained_test_logits(

@@ -12,6 +12,7 @@ __all__ = [
     "NO_CLEAN_DATA",
     "THREAT_MODELS",
     "WITH_REPAIR_SET",
+    "check_repair_fraction",
     "check_repair_indices",
     "draw_repair_indices",
     "max_repair_images",
@@ -77,6 +78,23 @@ def check_repair_indices(
     return chosen
 
 
+def check_repair_fraction(fraction: float, max_fraction: float) -> None:
+    """Refuse a repair-set fraction outside ``(0, max_fraction]`` in one line.
+
+    Example:
+        >>> check_repair_fraction(0.01, 0.01)
+        >>> try:
+        ...     check_repair_fraction(0.05, 0.01)
+        ... except InvalidRepairSetError as exc:
+        ...     print(exc)
+        repair set fraction 0.05 is not in (0, 0.01] of the training set
+    """
+    if not 0.0 < fraction <= max_fraction:
+        raise InvalidRepairSetError(
+            f"repair set fraction {fraction:g} is not in (0, {max_fraction:g}] of the training set"
+        )
+
+
 def draw_repair_indices(
     n_train: int, excluded: Collection[int], fraction: float, seed: int, max_fraction: float
 ) -> list[int]:
@@ -91,10 +109,7 @@ def draw_repair_indices(
         >>> len(picked), picked == draw_repair_indices(1000, {0, 1}, 0.01, 0, 0.01)
         (10, True)
     """
-    if not 0.0 < fraction <= max_fraction:
-        raise InvalidRepairSetError(
-            f"repair set fraction {fraction:g} is not in (0, {max_fraction:g}] of the training set"
-        )
+    check_repair_fraction(fraction, max_fraction)
     keep = torch.ones(n_train, dtype=torch.bool)
     keep[[i for i in excluded if 0 <= i < n_train]] = False
     candidates = torch.nonzero(keep).flatten()

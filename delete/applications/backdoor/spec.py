@@ -14,10 +14,9 @@ from torch.utils.data import Dataset
 from delete.applications._evaluation import _outputs
 from delete.applications.backdoor.data import BackdoorData, load_backdoor_data
 from delete.applications.backdoor.metrics import attack_success_rate
-from delete.applications.task_spec import TaskSpec
+from delete.applications.task_spec import TaskSpec, small_cnn_spec
 from delete.errors import InvalidClassError
 from delete.metrics import predict
-from delete.models import ModelSpec
 from delete.training import TrainConfig
 
 __all__ = ["BACKDOOR_TASK", "evaluate_backdoor"]
@@ -47,11 +46,6 @@ def _retain_set(data: BackdoorData, forget_classes: Sequence[int]) -> Dataset:
 def _retrain_set(data: BackdoorData, forget_classes: Sequence[int]) -> Dataset:
     """The clean training set: the reference a backdoor defence should match."""
     return data.clean.train
-
-
-def _model_spec(data: BackdoorData) -> ModelSpec:
-    c, h, _ = data.image_shape
-    return ModelSpec("small_cnn", data.num_classes, c, h)
 
 
 def evaluate_backdoor(
@@ -127,7 +121,7 @@ BACKDOOR_TASK: TaskSpec[BackdoorData] = TaskSpec(
     name="backdoor",
     summary="Remove a BadNets backdoor: DELETE forgets the target label on known triggered images.",
     load_data=load_backdoor_data,
-    model_spec=_model_spec,
+    model_spec=small_cnn_spec,
     forget_set=_forget_set,
     retain_set=_retain_set,
     retrain_set=_retrain_set,
