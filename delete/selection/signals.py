@@ -29,6 +29,7 @@ __all__ = [
     "forget_accuracy",
     "retained_accuracy",
     "measure",
+    "selection_accuracy",
 ]
 
 
@@ -224,6 +225,15 @@ def _logits(model: nn.Module, inputs: Tensor, device: torch.device, batch: int =
     return torch.cat(out)
 
 
+def selection_accuracy(student: nn.Module, probe: ProbeSet, device: torch.device) -> float | None:
+    """The student's retained accuracy on the selection sample, or ``None`` without one."""
+    if probe.selection_inputs is None or probe.selection_labels is None:
+        return None
+    return retained_accuracy(
+        _logits(student, probe.selection_inputs, device), probe.selection_labels
+    )
+
+
 def measure(
     student: nn.Module,
     probe: ProbeSet,
@@ -231,23 +241,18 @@ def measure(
     device: torch.device,
     epoch: int,
     *,
-    selection_from: float | None = None,
+    with_selection: bool = True,
 ) -> EpochSignals:
     """The student's :class:`EpochSignals` on ``probe`` (eval mode, no gradients).
 
     Args:
-        selection_from: When given, the selection sample is read only once the forget
-            accuracy is at or below it (before that nothing reads its accuracy, and it costs
-            a forward pass over every image of the sample).
+        with_selection: Read the selection sample too (when the probe has one). It costs a
+            forward pass over every image of the sample, so the selection reads it only
+            where a decision needs it.
     """
     logits = _logits(student, probe.forget_inputs, device)
     forget_acc = forget_accuracy(logits, probe.forget_labels)
-    selection = None
-    wanted = selection_from is None or forget_acc <= selection_from
-    if wanted and probe.selection_inputs is not None and probe.selection_labels is not None:
-        selection = retained_accuracy(
-            _logits(student, probe.selection_inputs, device), probe.selection_labels
-        )
+    selection = selection_accuracy(student, probe, device) if with_selection else None
     return EpochSignals(
         epoch=epoch,
         forget_acc=forget_acc,
