@@ -87,9 +87,15 @@ def test_the_selection_sample_picks_the_forgotten_state_it_classifies_best() -> 
 
 def test_the_selection_sample_is_read_only_where_a_decision_needs_it() -> None:
     model, forget_loader, retain_loader = _trained_tiny()
-    # A tolerance no state misses: the run never goes on past the forget-only rule.
+    # Tolerances no state misses: the run never goes on past the forget-only rule.
     # epoch_steps=1: counts in passes, as written (the tiny forget set is one step a pass).
-    config = SelectionConfig(max_epochs=30, patience=2, selection_tolerance=100.0, epoch_steps=1)
+    config = SelectionConfig(
+        max_epochs=30,
+        patience=2,
+        selection_tolerance=100.0,
+        selection_class_tolerance=100.0,
+        epoch_steps=1,
+    )
     res = run_unlearning(
         model,
         forget_loader,
@@ -362,7 +368,11 @@ def test_a_selection_sample_that_reads_short_keeps_the_run_going() -> None:
             device="cpu",
             progress=False,
             selection=SelectionConfig(
-                max_epochs=30, patience=2, selection_tolerance=tolerance, epoch_steps=1
+                max_epochs=30,
+                patience=2,
+                selection_tolerance=tolerance,
+                selection_class_tolerance=100.0,
+                epoch_steps=1,
             ),
             selection_loader=retain_loader,
         )
@@ -402,3 +412,35 @@ def test_a_forget_set_of_few_steps_a_pass_gets_proportionally_more_passes() -> N
 
     assert set(probes(1)) == {2}  # one step an epoch: counts in passes as written
     assert set(probes(4)) == {8}  # four steps an epoch: every probe is 4 x 2 passes
+
+
+def test_one_class_short_on_the_sample_keeps_the_run_going_too() -> None:
+    from delete.selection.auto import _short
+
+    probe = ProbeSet(torch.zeros(1), torch.zeros(1), torch.zeros(1), original_selection_acc=99.5)
+    config = SelectionConfig()  # within 1 point on average, each class within 3
+
+    def reading(acc: float, worst: float) -> EpochSignals:
+        return EpochSignals(9, 0.0, 0.0, 0.1, 1.0, selection_acc=acc, selection_worst_drop=worst)
+
+    assert _short(reading(99.0, 2.0), probe, config) == ""
+    assert "one class 6.0 points" in _short(reading(99.0, 6.0), probe, config)
+    assert "2.0 points below the original" in _short(reading(97.5, 0.0), probe, config)
+    unread = EpochSignals(9, 0.0, 0.0, 0.1, 1.0)
+    assert _short(unread, probe, config) == ""
+
+
+def test_the_worst_class_is_read_against_the_originals_own() -> None:
+    from delete.selection.signals import selection_reading
+
+    model = nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.eye(2))
+    # Two images of each class; the original got class 0 right twice and class 1 once.
+    inputs = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    labels = torch.tensor([0, 0, 1, 1])
+    probe = ProbeSet(inputs, labels, inputs, inputs, labels, 75.0, {0: 100.0, 1: 50.0})
+    assert selection_reading(model, probe, torch.device("cpu")) == (75.0, 0.0)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[0.0, 1.0], [1.0, 0.0]]))  # every answer swaps
+    assert selection_reading(model, probe, torch.device("cpu")) == (25.0, 100.0)
