@@ -11,13 +11,8 @@ does not veto), and trains it until a stopping rule fires. Everything is decided
   improving, never at the first epoch with nothing left to forget (retained accuracy keeps
   recovering long after that); the epoch with the lowest DELETE loss is kept;
 * **with a selection sample** (retained images used only to choose, never to train): the
-  run trains and stops exactly as without one; the sample is read only where a decision needs
-  it, in each candidate's probe epochs (it vetoes a candidate that collapses retained
-  accuracy) and, once the run has stopped, on the last ``patience + 1`` epochs' states (and
-  the forget-only pick), whose best accuracy picks the epoch to keep. Reading it after every
-  epoch cost a third of each epoch's time on the SmallCNN and, waiting for its accuracy to
-  stop moving by a single image, made runs 20-80 % longer without keeping better epochs
-  (README, "DELETE's defaults on models it never saw").
+  sample also vetoes a candidate that collapses retained accuracy, it must stop improving
+  too before the run stops, and its accuracy picks the epoch to keep.
 
 The training itself is the one engine's (:class:`~delete.engine.EngineRun`), one epoch at a
 time; the state of the kept epoch is restored at the end.
@@ -26,24 +21,22 @@ time; the state of the kept epoch is restored at the end.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import logging
 import os
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from delete.engine import CHECKPOINT_FILE, EngineResult, EngineRun, load_checkpoint
 from delete.errors import CheckpointError, InvalidHparamError, NonFiniteLossError, one_line
 from delete.methods.base import UnlearnContext, UnlearningMethod
-from delete.selection.signals import EpochSignals, ProbeSet, measure, selection_reading
+from delete.selection.signals import EpochSignals, ProbeSet, measure
 
 __all__ = [
     "Candidate",
@@ -160,55 +153,29 @@ class SelectionConfig:
         forget_threshold: Forget-image accuracy (percent, eval mode) at or below which
             forgetting counts as done.
         patience: Epochs without improvement of the retention signal before stopping.
-        min_delta: Improvement of the retention term that counts, as a relative decrease
-            (0.1 = 10 %).
+        min_delta: Improvement that counts: points of selection accuracy, or a relative
+            decrease of the retention term (0.05 = 5 %).
         grad_clip: Gradient-norm clip of every candidate.
         max_forget_probe: Forget images the signals are measured on.
         max_selection: Selection-sample images used.
         probe_forget_max: Forget accuracy (percent) a candidate must reach within the probe
             to count as forgetting; the smallest such learning rate is kept.
-        veto_drop: With a selection sample, a candidate whose selection accuracy stayed more
-            than this many points below the original's in every probe epoch is vetoed (a
-            collapse).
-        selection_tolerance: With a selection sample, when the kept state reads more than
-            this many points below the original on it, training goes on (the sample read
-            every epoch) until it is within, stops improving for ``selection_patience``
-            epochs, or reaches ``max_epochs``. The retention term can flatten while retained
-            accuracy is still recovering (SmallCNN digit 3: 2.4 points short on the sample
-            when the forget-only rule fired at epoch 16; 1 point at 21, 0.3 at 30 on the test
-            split).
-        selection_patience: Epochs without a better selection accuracy before that extension
-            stops. Longer than ``patience``: the sample's accuracy moves by single images, and
-            on the SmallCNN it gained about one image every two epochs while recovering.
-        selection_class_tolerance: The same for the worst retained class: a kept state whose
-            worst class reads more than this many points below the original's on the sample
-            keeps the run going too. The gates judge the worst class (``max_drop_class_acc``,
-            5 points); an average within 1 point hid the demo's digit that lost 6.
-        epoch_steps: Optimizer steps one epoch of these settings stands for. Progress is made
-            by steps, not by passes: when a pass over the forget images takes fewer steps
-            (a small forget set), :meth:`per_pass` scales every epoch count above so that
-            each still covers about this many steps. Eight keeps MNIST-5k's digits (7 steps
-            of 64) at one pass. A plain CNN on 8x8 digits (3 steps a pass) lost 8 points when
-            stopped after 2 passes of patience; with the counts doubled its 6-pass probe
-            still took lr 0.01 (2.5 points lost), with them tripled lr 0.003 (0.6, 4 shuffles).
+        veto_drop: With a selection sample, a candidate whose selection accuracy after the
+            probe is more than this many points below the original's is vetoed (a collapse).
     """
 
     candidates: tuple[Candidate, ...] | None = None
-    probe_epochs: int = 3
+    probe_epochs: int = 2
     max_epochs: int = 30
     min_epochs: int = 3
     forget_threshold: float = 1.0
-    patience: int = 2
+    patience: int = 3
     min_delta: float = 0.1
     grad_clip: float = 1.0
-    max_forget_probe: int = 64
+    max_forget_probe: int = 128
     max_selection: int = 512
     probe_forget_max: float = 50.0
     veto_drop: float = 10.0
-    selection_tolerance: float = 1.0
-    selection_patience: int = 4
-    selection_class_tolerance: float = 3.0
-    epoch_steps: int = 8
 
     def __post_init__(self) -> None:
         if self.probe_epochs < 1 or self.max_epochs < self.probe_epochs:
@@ -216,36 +183,10 @@ class SelectionConfig:
                 f"selection needs 1 <= probe_epochs <= max_epochs, got {self.probe_epochs}"
                 f" and {self.max_epochs}"
             )
-        if self.patience < 1 or self.min_epochs < 1 or self.selection_patience < 1:
-            raise InvalidHparamError(
-                "selection patience, selection_patience and min_epochs must be positive"
-            )
+        if self.patience < 1 or self.min_epochs < 1:
+            raise InvalidHparamError("selection patience and min_epochs must be positive")
         if self.candidates is not None and not self.candidates:
             raise InvalidHparamError("selection candidates is empty; give at least one")
-        if self.epoch_steps < 1:
-            raise InvalidHparamError(f"epoch_steps must be positive, got {self.epoch_steps}")
-
-    def per_pass(self, steps_per_pass: int) -> SelectionConfig:
-        """These settings in passes over a forget set of ``steps_per_pass`` steps.
-
-        Example:
-            >>> cfg = SelectionConfig().per_pass(3)  # 3 steps a pass: each count triples
-            >>> cfg.probe_epochs, cfg.patience, cfg.max_epochs
-            (9, 6, 90)
-            >>> SelectionConfig().per_pass(7) == SelectionConfig()
-            True
-        """
-        factor = max(1, round(self.epoch_steps / max(steps_per_pass, 1)))
-        if factor == 1:
-            return self
-        return dataclasses.replace(
-            self,
-            probe_epochs=self.probe_epochs * factor,
-            max_epochs=self.max_epochs * factor,
-            min_epochs=self.min_epochs * factor,
-            patience=self.patience * factor,
-            selection_patience=self.selection_patience * factor,
-        )
 
 
 def forget_score(signals: EpochSignals, threshold: float) -> float:
@@ -269,8 +210,8 @@ def forget_score(signals: EpochSignals, threshold: float) -> float:
 def score(signals: EpochSignals, threshold: float) -> float:
     """Which epoch's state to keep; higher is better.
 
-    Where the selection sample was read: its retained accuracy, less 1000 per point of
-    forget accuracy above ``threshold``. Elsewhere: :func:`forget_score`.
+    With a selection sample: its retained accuracy, less 1000 per point of forget accuracy
+    above ``threshold``. Forget data only: :func:`forget_score`.
 
     Example:
         >>> score(EpochSignals(3, 0.0, 0.5, 0.1, 0.9, selection_acc=97.0), 1.0)
@@ -286,11 +227,10 @@ def score(signals: EpochSignals, threshold: float) -> float:
 class Stopper:
     """The stopping rule, fed one :class:`EpochSignals` per epoch.
 
-    It stops when forgetting is done *and* the retention term has not improved by
-    ``min_delta`` (relative) for ``patience`` epochs, or at ``max_epochs``. It never stops
-    while the forget accuracy is above the threshold: retained accuracy often dips right after
-    forgetting and recovers over the next epochs. A selection sample does not change the
-    rule; it picks the epoch to keep once the run has stopped.
+    It stops when forgetting is done *and* the retention term (and, with a selection sample,
+    the selection accuracy too) has not improved by ``min_delta`` for ``patience`` epochs, or
+    at ``max_epochs``. It never stops while the forget accuracy is above the threshold:
+    retained accuracy often dips right after forgetting and recovers over the next epochs.
 
     Example:
         >>> cfg = SelectionConfig(patience=2, min_epochs=1, max_epochs=10)
@@ -307,18 +247,26 @@ class Stopper:
     def __init__(self, config: SelectionConfig) -> None:
         self.config = config
         self.best_retention: float | None = None
+        self.best_selection: float | None = None
         self.since_best = 0
         self.reason = ""
 
     def _improved(self, signals: EpochSignals) -> bool:
         cfg = self.config
+        better = False
         if (
             self.best_retention is None
             or signals.retention < self.best_retention * (1.0 - cfg.min_delta) - 1e-6
         ):
             self.best_retention = signals.retention
-            return True
-        return False
+            better = True
+        if signals.selection_acc is not None and (
+            self.best_selection is None
+            or signals.selection_acc > self.best_selection + cfg.min_delta
+        ):
+            self.best_selection = signals.selection_acc
+            better = True
+        return better
 
     def update(self, signals: EpochSignals) -> bool:
         """Record one epoch; ``True`` means stop now (``reason`` says why)."""
@@ -327,12 +275,17 @@ class Stopper:
         # Improvement is tracked only once forgotten: before that the retention signal
         # is measured on a model that still predicts the forget class.
         if not forgotten:
-            self.best_retention = None
+            self.best_retention = self.best_selection = None
             self.since_best = 0
         elif self._improved(signals):
             self.since_best = 0
         else:
             self.since_best += 1
+        what = (
+            "retention term and selection accuracy"
+            if signals.selection_acc is not None
+            else "retention term"
+        )
         if signals.epoch >= cfg.max_epochs:
             self.reason = f"max_epochs={cfg.max_epochs} reached" + (
                 "" if forgotten else f" before forgetting was done ({signals.forget_acc:.1f}%)"
@@ -341,7 +294,7 @@ class Stopper:
         if forgotten and signals.epoch >= cfg.min_epochs and self.since_best >= cfg.patience:
             self.reason = (
                 f"forgotten (forget accuracy {signals.forget_acc:.1f}% <= "
-                f"{cfg.forget_threshold:.1f}%) and retention term stopped improving for "
+                f"{cfg.forget_threshold:.1f}%) and {what} stopped improving for "
                 f"{cfg.patience} epochs"
             )
             return True
@@ -465,7 +418,7 @@ def _start(
     return _Live(candidate, child, run)
 
 
-def _epoch(live: _Live, probe: ProbeSet, with_selection: bool = False) -> EpochSignals:
+def _epoch(live: _Live, probe: ProbeSet, selection_from: float | None = None) -> EpochSignals:
     live.run.run_epoch()
     ctx = live.ctx
     sig = measure(
@@ -474,7 +427,7 @@ def _epoch(live: _Live, probe: ProbeSet, with_selection: bool = False) -> EpochS
         ctx.forget_classes,
         ctx.device,
         live.run.epoch,
-        with_selection=with_selection,
+        selection_from=selection_from,
     )
     live.signals.append(sig)
     return sig
@@ -482,129 +435,13 @@ def _epoch(live: _Live, probe: ProbeSet, with_selection: bool = False) -> EpochS
 
 def _vetoed(signals: list[EpochSignals], probe: ProbeSet, config: SelectionConfig) -> bool:
     """A collapse: the selection accuracy stayed far below the original's in *every* probe
-    epoch. The best epoch counts, because a healthy candidate often dips right after
-    forgetting and then recovers (SmallCNN digit 8 at lr 0.001: 10 points down at the end of
-    its 2-epoch probe, 0.4 at the end of the run); a collapse (BatchNorm statistics
-    re-estimated on forget-only batches) starts at the first epoch and stays."""
+    epoch. The best epoch counts, because a healthy candidate often dips for a few epochs
+    right after forgetting and then recovers; a collapse (BatchNorm statistics re-estimated
+    on forget-only batches) starts at the first epoch and stays."""
     accs = [s.selection_acc for s in signals if s.selection_acc is not None]
     if not accs or probe.original_selection_acc is None:
         return False
     return max(accs) < probe.original_selection_acc - config.veto_drop
-
-
-def _snapshot(model: nn.Module) -> dict[str, Tensor]:
-    """A copy of ``model``'s state on the CPU (kept states never hold accelerator memory)."""
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-
-
-def _pick_by_selection(
-    live: _Live,
-    probe: ProbeSet,
-    config: SelectionConfig,
-    states: list[tuple[EpochSignals, dict[str, Tensor]]],
-) -> tuple[EpochSignals, dict[str, Tensor]]:
-    """The state to keep, by :func:`_sample_score` among the forgotten ``states``.
-
-    Each distinct epoch is read once; its signals in ``live.signals`` gain the reading, so the
-    report shows what was compared. Ties go to the better :func:`forget_score`; the last entry
-    (the forget-only pick) is kept when no state has forgotten.
-    """
-    threshold = config.forget_threshold
-    by_epoch = {sig.epoch: (sig, state) for sig, state in states}
-    read: list[tuple[EpochSignals, dict[str, Tensor]]] = []
-    for sig, state in by_epoch.values():
-        if sig.forget_acc > threshold:
-            continue
-        live.ctx.student.load_state_dict(state)
-        reading = selection_reading(live.ctx.student, probe, live.ctx.device)
-        if reading is None:
-            return states[-1]
-        acc, worst = reading
-        read.append(
-            (dataclasses.replace(sig, selection_acc=acc, selection_worst_drop=worst), state)
-        )
-    if not read:
-        return states[-1]
-    best = max(read, key=lambda r: (_sample_score(r[0], config), forget_score(r[0], threshold)))
-    updated = {sig.epoch: sig for sig, _ in read}
-    live.signals = [updated.get(s.epoch, s) for s in live.signals]
-    return best
-
-
-def _sample_score(sig: EpochSignals, config: SelectionConfig) -> float:
-    """How a read state fares on the selection sample; higher is better: :func:`score`, less
-    the worst class's drop beyond ``selection_class_tolerance``."""
-    excess = max((sig.selection_worst_drop or 0.0) - config.selection_class_tolerance, 0.0)
-    return score(sig, config.forget_threshold) - excess
-
-
-def _short(sig: EpochSignals, probe: ProbeSet, config: SelectionConfig) -> str:
-    """Why ``sig`` reads short on the selection sample ('' when it does not)."""
-    original = probe.original_selection_acc
-    if original is None or sig.selection_acc is None:
-        return ""
-    gap = original - sig.selection_acc
-    worst = sig.selection_worst_drop
-    if gap > config.selection_tolerance:
-        return f"{gap:.1f} points below the original"
-    if worst is not None and worst > config.selection_class_tolerance:
-        return f"one class {worst:.1f} points below the original's"
-    return ""
-
-
-@dataclass(frozen=True)
-class _Saver:
-    """Writes the selection state after an epoch when the run has a checkpoint folder."""
-
-    folder: Path | None
-    trials: list[Trial]
-
-    def __call__(self, live: _Live, best: EpochSignals, state: dict[str, Tensor] | None) -> None:
-        if self.folder is not None:
-            _save_state(self.folder, live, self.trials, best, state)
-
-
-def _extend_by_selection(
-    live: _Live,
-    probe: ProbeSet,
-    config: SelectionConfig,
-    kept: tuple[EpochSignals, dict[str, Tensor]],
-    save: _Saver,
-) -> tuple[EpochSignals, dict[str, Tensor], str]:
-    """Train on while the kept state reads short on the selection sample (more than
-    ``selection_tolerance`` points below the original, or a class more than
-    ``selection_class_tolerance`` below its own), reading it every epoch here; returns the
-    state to keep and what happened, as a clause of the stop reason ('' when not needed)."""
-    best, state = kept
-    why = _short(best, probe, config)
-    if not why or live.run.epoch >= config.max_epochs:
-        return best, state, ""
-    since, outcome = 0, ""
-    while live.run.epoch < config.max_epochs and not outcome:
-        try:
-            sig = _epoch(live, probe, with_selection=True)
-        except NonFiniteLossError as exc:
-            outcome = f"the loss diverged ({exc})"
-            break
-        improved = _sample_score(sig, config) > _sample_score(best, config)
-        if improved:
-            best, state, since = sig, _snapshot(live.ctx.student), 0
-        else:
-            since += 1
-        save(live, best, state if improved else None)
-        if not _short(best, probe, config):
-            outcome = (
-                f"within {config.selection_tolerance:g} point (each class within "
-                f"{config.selection_class_tolerance:g}) at epoch {best.epoch}"
-            )
-        elif since >= config.selection_patience:
-            outcome = f"it stopped improving for {config.selection_patience} epochs"
-    return (
-        best,
-        state,
-        f"; the selection sample read {why}, so training went on until "
-        f"{outcome or f'max_epochs={config.max_epochs}'}",
-    )
 
 
 _STATE_FILE = "selection.json"
@@ -679,7 +516,7 @@ def _probe_all(
         live = _start(factory, cand, ctx, config, progress)
         try:
             for _ in range(config.probe_epochs):
-                _epoch(live, probe, with_selection=True)
+                _epoch(live, probe)
         except NonFiniteLossError as exc:
             trials.append(Trial(cand, tuple(live.signals), "failed", None, str(exc)))
             continue
@@ -762,43 +599,26 @@ def select_and_train(
             load_checkpoint(folder / CHECKPOINT_FILE, "")
         chosen, trials = _probe_all(factory, ctx, probe, config, progress)
         best_sig = chosen.signals[-1]
-        best_state = _snapshot(chosen.ctx.student)
+        best_state = copy.deepcopy(chosen.ctx.student.state_dict())
         if folder is not None:
             chosen.run.enable_checkpoints(folder)
             _save_state(folder, chosen, trials, best_sig, best_state)
-    selecting = probe.selection_inputs is not None
-    # The last patience + 1 states, among which the selection sample picks at the end.
-    tail: deque[tuple[EpochSignals, dict[str, Tensor]]] = deque(maxlen=config.patience + 1)
-    if selecting:
-        tail.append((best_sig, best_state))
     stopped = False
     for sig in chosen.signals:
         stopped = stopper.update(sig)
     while not stopped:
         try:
-            sig = _epoch(chosen, probe)
+            # After the probes the sample's accuracy matters only once forgotten.
+            sig = _epoch(chosen, probe, selection_from=config.forget_threshold)
         except NonFiniteLossError as exc:
-            stopper.reason = f"the loss diverged ({exc}); kept the best earlier epoch"
-            selecting = False  # nothing more to train; the forget-only pick stands
+            stopper.reason = f"the loss diverged; kept epoch {best_sig.epoch} ({exc})"
             break
-        threshold = config.forget_threshold
-        improved = forget_score(sig, threshold) >= forget_score(best_sig, threshold)
-        state = _snapshot(chosen.ctx.student) if improved or selecting else None
-        if improved and state is not None:
-            best_sig, best_state = sig, state
-        if selecting and state is not None:
-            tail.append((sig, state))
+        improved = score(sig, config.forget_threshold) >= score(best_sig, config.forget_threshold)
+        if improved:
+            best_sig, best_state = sig, copy.deepcopy(chosen.ctx.student.state_dict())
         if folder is not None:
             _save_state(folder, chosen, trials, best_sig, best_state if improved else None)
         stopped = stopper.update(sig)
-    if selecting:
-        best_sig, best_state = _pick_by_selection(
-            chosen, probe, config, [*tail, (best_sig, best_state)]
-        )
-        best_sig, best_state, note = _extend_by_selection(
-            chosen, probe, config, (best_sig, best_state), _Saver(folder, trials)
-        )
-        stopper.reason += note
     ctx.student.load_state_dict(best_state)
     ctx.student.eval()
     result = chosen.run.finish()
