@@ -170,6 +170,54 @@ def _headline(snapshot: dict[str, Any]) -> dict[str, float | None]:
     return out
 
 
+def _run_report(
+    ref_frame: Any,
+    cur_frame: Any,
+    directory: Path,
+    title: str,
+    reference_name: str,
+    current_name: str,
+) -> tuple[Path, Path, dict[str, Any]]:
+    """Run Evidently on both frames; write its HTML and JSON under ``directory``.
+
+    Returns:
+        The HTML path, the JSON path and the snapshot as a dict.
+    """
+    from evidently import DataDefinition, Dataset, MulticlassClassification, Report
+    from evidently.presets import ClassificationPreset, DataDriftPreset
+
+    definition = DataDefinition(
+        classification=[MulticlassClassification(target="target", prediction_labels="prediction")],
+        categorical_columns=["target", "prediction"],
+        numerical_columns=["confidence"],
+    )
+    reference = Dataset.from_pandas(ref_frame, definition)
+    current = Dataset.from_pandas(cur_frame, definition)
+    report = Report(
+        [ClassificationPreset(), DataDriftPreset(columns=list(_DRIFT_COLUMNS))],
+        include_tests=True,
+        metadata={"title": title, "reference": reference_name, "current": current_name},
+    )
+    with warnings.catch_warnings():
+        # sklearn warns about labels absent from a sample; the forgotten class is absent by design
+        warnings.simplefilter("ignore")
+        snapshot = report.run(current, reference, name=title)
+    directory.mkdir(parents=True, exist_ok=True)
+    html_file, js = directory / "evidently_report.html", directory / "evidently_report.json"
+    snapshot.save_html(str(html_file))
+    snapshot.save_json(str(js))
+    return html_file, js, snapshot.dict()
+
+
+def _write_summaries(directory: Path, summary: _Summary) -> tuple[Path, Path, Path]:
+    """The summary beside the report: HTML page, Markdown and PNG (in that order)."""
+    summary_html = directory / "evidently_summary.html"
+    summary_html.write_text(summary.html_page())
+    summary_md = directory / "evidently_summary.md"
+    summary_md.write_text(summary.markdown())
+    return summary_html, summary_md, summary.png(directory / "evidently_summary.png")
+
+
 def build_evidently_report_from_logits(
     ref_logits: Tensor,
     cur_logits: Tensor,
@@ -198,39 +246,18 @@ def build_evidently_report_from_logits(
         current_name: How the Current column is labelled, e.g. ``"unlearned model (v2)"``.
         title: The report's title (default: built from ``request_id`` and the two names).
     """
-    from evidently import DataDefinition, Dataset, MulticlassClassification, Report
-    from evidently.presets import ClassificationPreset, DataDriftPreset
-
     excluded = sorted({int(c) for c in forget_classes or ()})
     title = title or (
         (f"Request {request_id}: " if request_id else "")
         + f"retained-class behaviour, {reference_name} vs {current_name}"
     )
-    definition = DataDefinition(
-        classification=[MulticlassClassification(target="target", prediction_labels="prediction")],
-        categorical_columns=["target", "prediction"],
-        numerical_columns=["confidence"],
-    )
     names = _label_names(labels, class_names)
     ref_frame = _frame(ref_logits, labels, names, excluded)
     cur_frame = _frame(cur_logits, labels, names, excluded)
-    reference = Dataset.from_pandas(ref_frame, definition)
-    current = Dataset.from_pandas(cur_frame, definition)
-    report = Report(
-        [ClassificationPreset(), DataDriftPreset(columns=list(_DRIFT_COLUMNS))],
-        include_tests=True,
-        metadata={"title": title, "reference": reference_name, "current": current_name},
-    )
-    with warnings.catch_warnings():
-        # sklearn warns about labels absent from a sample; the forgotten class is absent by design
-        warnings.simplefilter("ignore")
-        snapshot = report.run(current, reference, name=title)
     directory = Path(out_dir)
-    directory.mkdir(parents=True, exist_ok=True)
-    html_file, js = directory / "evidently_report.html", directory / "evidently_report.json"
-    snapshot.save_html(str(html_file))
-    snapshot.save_json(str(js))
-    snapshot_dict = snapshot.dict()
+    html_file, js, snapshot_dict = _run_report(
+        ref_frame, cur_frame, directory, title, reference_name, current_name
+    )
     head = _headline(snapshot_dict)
     drift = _drift_rows(snapshot_dict)
     excluded_set = set(excluded)
@@ -241,13 +268,8 @@ def build_evidently_report_from_logits(
     }
     forgotten = [class_names[c] for c in excluded]
     summary = _Summary(title, reference_name, current_name, forgotten, len(labels), metrics, drift)
-    table = summary.html_body()
-    _inject_header(html_file, title, table)
-    summary_html = directory / "evidently_summary.html"
-    summary_html.write_text(summary.html_page())
-    summary_md = directory / "evidently_summary.md"
-    summary_md.write_text(summary.markdown())
-    summary_png = summary.png(directory / "evidently_summary.png")
+    _inject_header(html_file, title, summary.html_body())
+    summary_html, summary_md, summary_png = _write_summaries(directory, summary)
     return EvidentlyReport(
         html_path=str(html_file),
         json_path=str(js),

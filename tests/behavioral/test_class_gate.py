@@ -12,8 +12,7 @@ import copy
 import torch
 
 from delete.applications.classification import evaluate_classification
-from delete.data import load_digits, make_unlearning_splits
-from delete.metrics import evaluate_unlearning
+from delete.data import load_digits
 from delete.models import ModelSpec, build_model
 from delete.training import TrainConfig, train_classifier
 from tasks.evaluation import check_gates
@@ -29,23 +28,35 @@ def _push_down(model: torch.nn.Module, cls: int, delta: float) -> torch.nn.Modul
     return out.eval()
 
 
+def _accuracies(
+    model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor
+) -> tuple[float, float]:
+    """(victim class's accuracy, retained average) in percent, counted here by hand so the
+    setup does not lean on the metric code the pipeline gates with."""
+    with torch.no_grad():
+        hits = model.eval()(images).argmax(1) == labels
+    retained = ~torch.isin(labels, torch.tensor(FORGET))
+    victim = hits[labels == VICTIM].float().mean()
+    return 100.0 * float(victim), 100.0 * float(hits[retained].float().mean())
+
+
 def test_one_fallen_class_is_rejected_though_the_average_passes() -> None:
     bundle = load_digits(seed=0, augment=False)
     torch.manual_seed(0)
     model = build_model(ModelSpec("small_cnn", num_classes=10, in_channels=1, image_size=8))
     train_classifier(model, bundle.train, TrainConfig(epochs=15, seed=0), device="cpu")
-    splits = make_unlearning_splits(bundle.train, bundle.test, FORGET)
-    before = evaluate_unlearning(model, splits, "cpu", mia=False)
+    images, labels = bundle.test.images, bundle.test.labels
+    victim_before, retained_before = _accuracies(model, images, labels)
 
-    fallen, after = None, None
+    fallen = None
     for delta in [x / 2 for x in range(1, 60)]:
         candidate = _push_down(model, VICTIM, delta)
-        report = evaluate_unlearning(candidate, splits, "cpu", mia=False)
-        lost = before.per_class_test_accuracy[VICTIM] - report.per_class_test_accuracy[VICTIM]
-        if 10.0 <= lost <= 40.0 and before.acc_test_retain - report.acc_test_retain < 3.0:
-            fallen, after = candidate, report
+        victim_after, retained_after = _accuracies(candidate, images, labels)
+        lost = victim_before - victim_after
+        if 10.0 <= lost <= 40.0 and retained_before - retained_after < 3.0:
+            fallen = candidate
             break
-    assert fallen is not None and after is not None, "setup: no shift drops one class alone"
+    assert fallen is not None, "setup: no shift drops one class alone"
 
     # The pipeline's own evaluation of both models, as the unlearn flow gates them.
     old = evaluate_classification(model, bundle, FORGET, "cpu", mia=False)
