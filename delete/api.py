@@ -245,6 +245,9 @@ def _run_selection(
     checkpoint_dir: str | os.PathLike[str] | None,
 ) -> tuple[EngineResult, SelectionReport]:
     """The automatic selection; a pinned ``lr`` or ``freeze_bn`` narrows its candidates."""
+    config = dataclasses.replace(
+        config, candidates=candidates_for(ctx.student, hparams, config)
+    ).per_pass(_steps_per_pass(ctx.forget_loader), with_sample=selection_loader is not None)
     probe = ProbeSet.gather(
         original,
         ctx.forget_loader,
@@ -253,7 +256,6 @@ def _run_selection(
         max_forget=config.max_forget_probe,
         max_selection=config.max_selection,
     )
-    config = dataclasses.replace(config, candidates=candidates_for(ctx.student, hparams, config))
     return _select_and_train(
         _candidate_method(method, hparams, config),
         ctx,
@@ -262,6 +264,14 @@ def _run_selection(
         progress=progress,
         checkpoint_dir=checkpoint_dir,
     )
+
+
+def _steps_per_pass(loader: DataLoaderLike) -> int:
+    """Optimizer steps in one pass over ``loader``: its length, else its batches counted."""
+    try:
+        return len(loader)  # type: ignore[arg-type]
+    except TypeError:
+        return sum(1 for _ in loader)
 
 
 def _candidate_method(

@@ -29,6 +29,9 @@ __all__ = [
     "forget_accuracy",
     "retained_accuracy",
     "measure",
+    "selection_reading",
+    "class_accuracies",
+    "worst_class_drop",
 ]
 
 
@@ -96,6 +99,28 @@ def forget_accuracy(student_logits: Tensor, labels: Tensor) -> float:
     return 100.0 * float((student_logits.argmax(1) == labels).float().mean())
 
 
+def class_accuracies(logits: Tensor, labels: Tensor) -> dict[int, float]:
+    """Top-1 accuracy in percent of every class present in ``labels``.
+
+    Example:
+        >>> logits = torch.tensor([[2.0, 0.0], [0.0, 2.0], [2.0, 0.0]])
+        >>> class_accuracies(logits, torch.tensor([0, 0, 1]))
+        {0: 50.0, 1: 0.0}
+    """
+    hits = logits.argmax(1) == labels
+    return {int(c): 100.0 * float(hits[labels == c].float().mean()) for c in labels.unique()}
+
+
+def worst_class_drop(original: dict[int, float], now: dict[int, float]) -> float:
+    """The largest per-class accuracy drop (points) from ``original`` to ``now``.
+
+    Example:
+        >>> worst_class_drop({0: 100.0, 1: 96.0}, {0: 98.0, 1: 90.0})
+        6.0
+    """
+    return max((original[c] - now[c] for c in original if c in now), default=0.0)
+
+
 def retained_accuracy(logits: Tensor, labels: Tensor) -> float:
     """Top-1 accuracy in percent on retained images.
 
@@ -116,7 +141,10 @@ class EpochSignals:
         forgetting: Mean forgetting term on forget images.
         retention: Mean retention term (KL over retained classes) on forget images.
         agreement: Retained-class top-1 agreement with the teacher on forget images.
-        selection_acc: Retained accuracy on the selection sample, or ``None`` without one.
+        selection_acc: Retained accuracy on the selection sample, or ``None`` where it was
+            not read.
+        selection_worst_drop: The largest drop of one class's accuracy on the selection
+            sample against the original's (points), read with ``selection_acc``.
     """
 
     epoch: int
@@ -125,6 +153,7 @@ class EpochSignals:
     retention: float
     agreement: float
     selection_acc: float | None = None
+    selection_worst_drop: float | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EpochSignals:
@@ -140,7 +169,8 @@ class EpochSignals:
                     "agreement",
                     "selection_acc",
                 )
-            }
+            },
+            selection_worst_drop=data.get("selection_worst_drop"),
         )
 
     def to_dict(self) -> dict[str, float | int | None]:
@@ -151,6 +181,9 @@ class EpochSignals:
             "retention": round(self.retention, 5),
             "agreement": round(self.agreement, 4),
             "selection_acc": None if self.selection_acc is None else round(self.selection_acc, 3),
+            "selection_worst_drop": None
+            if self.selection_worst_drop is None
+            else round(self.selection_worst_drop, 3),
         }
 
 
@@ -165,6 +198,7 @@ class ProbeSet:
         selection_inputs: Retained images of the selection sample, or ``None``.
         selection_labels: Their labels, or ``None``.
         original_selection_acc: The original model's accuracy on the selection sample.
+        original_selection_classes: The original's accuracy per class on the sample.
     """
 
     forget_inputs: Tensor
@@ -173,6 +207,7 @@ class ProbeSet:
     selection_inputs: Tensor | None = None
     selection_labels: Tensor | None = None
     original_selection_acc: float | None = None
+    original_selection_classes: dict[int, float] | None = None
 
     @classmethod
     def gather(
@@ -197,7 +232,16 @@ class ProbeSet:
         if selection_loader is None:
             return cls(fx, fy, teacher)
         sx, sy = _take(selection_loader, max_selection)
-        return cls(fx, fy, teacher, sx, sy, retained_accuracy(_logits(original, sx, device), sy))
+        logits = _logits(original, sx, device)
+        return cls(
+            fx,
+            fy,
+            teacher,
+            sx,
+            sy,
+            retained_accuracy(logits, sy),
+            class_accuracies(logits, sy),
+        )
 
 
 def _take(loader: Iterable[tuple[Tensor, Tensor]], limit: int) -> tuple[Tensor, Tensor]:
@@ -224,6 +268,21 @@ def _logits(model: nn.Module, inputs: Tensor, device: torch.device, batch: int =
     return torch.cat(out)
 
 
+def selection_reading(
+    student: nn.Module, probe: ProbeSet, device: torch.device
+) -> tuple[float, float | None] | None:
+    """The student's accuracy on the selection sample and its worst class's drop against the
+    original's there, or ``None`` without a sample."""
+    if probe.selection_inputs is None or probe.selection_labels is None:
+        return None
+    logits = _logits(student, probe.selection_inputs, device)
+    worst = None
+    if probe.original_selection_classes is not None:
+        now = class_accuracies(logits, probe.selection_labels)
+        worst = worst_class_drop(probe.original_selection_classes, now)
+    return retained_accuracy(logits, probe.selection_labels), worst
+
+
 def measure(
     student: nn.Module,
     probe: ProbeSet,
@@ -231,28 +290,24 @@ def measure(
     device: torch.device,
     epoch: int,
     *,
-    selection_from: float | None = None,
+    with_selection: bool = True,
 ) -> EpochSignals:
     """The student's :class:`EpochSignals` on ``probe`` (eval mode, no gradients).
 
     Args:
-        selection_from: When given, the selection sample is read only once the forget
-            accuracy is at or below it (before that nothing reads its accuracy, and it costs
-            a forward pass over every image of the sample).
+        with_selection: Read the selection sample too (when the probe has one). It costs a
+            forward pass over every image of the sample, so the selection reads it only
+            where a decision needs it.
     """
     logits = _logits(student, probe.forget_inputs, device)
     forget_acc = forget_accuracy(logits, probe.forget_labels)
-    selection = None
-    wanted = selection_from is None or forget_acc <= selection_from
-    if wanted and probe.selection_inputs is not None and probe.selection_labels is not None:
-        selection = retained_accuracy(
-            _logits(student, probe.selection_inputs, device), probe.selection_labels
-        )
+    reading = selection_reading(student, probe, device) if with_selection else None
     return EpochSignals(
         epoch=epoch,
         forget_acc=forget_acc,
         forgetting=forgetting_term(logits, forget_classes),
         retention=retention_term(logits, probe.teacher_logits, forget_classes),
         agreement=retained_agreement(logits, probe.teacher_logits, forget_classes),
-        selection_acc=selection,
+        selection_acc=None if reading is None else reading[0],
+        selection_worst_drop=None if reading is None else reading[1],
     )

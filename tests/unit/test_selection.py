@@ -17,6 +17,7 @@ from delete.selection import (
     EpochSignals,
     ProbeSet,
     SelectionConfig,
+    SelectionReport,
     Stopper,
     select_and_train,
 )
@@ -37,6 +38,18 @@ def test_stopper_never_stops_before_forgetting() -> None:
     assert "before forgetting was done" in stop.reason
 
 
+def test_stopper_waits_for_the_mass_on_the_forgotten_class_to_fall_too() -> None:
+    stop = Stopper(SelectionConfig(patience=1, min_epochs=1, max_epochs=20, max_forgetting=0.05))
+    # No measured image is recognised from epoch 1, but the forgotten class keeps 10 % of the
+    # probability until epoch 6 (the forgetting term), then 4 %; retention is flat throughout.
+    terms = [0.1] * 5 + [0.04] * 3
+    decisions = [
+        stop.update(EpochSignals(e + 1, 0.0, term, 0.1, 1.0)) for e, term in enumerate(terms)
+    ]
+    assert decisions.index(True) == 6  # one epoch of patience after the term fell (epoch 6)
+    assert "forgetting term 0.040 <= 0.05" in stop.reason
+
+
 def test_stopper_keeps_going_while_retention_improves() -> None:
     stop = Stopper(SelectionConfig(patience=2, min_epochs=1, max_epochs=12, min_delta=0.05))
     # Forgotten from epoch 1, retention keeps falling by 20 % an epoch until epoch 8.
@@ -46,14 +59,112 @@ def test_stopper_keeps_going_while_retention_improves() -> None:
     assert "stopped improving for 2 epochs" in stop.reason
 
 
-def test_stopper_with_selection_waits_for_both_signals() -> None:
+def test_the_selection_accuracy_does_not_prolong_the_run() -> None:
     stop = Stopper(SelectionConfig(patience=2, min_epochs=1, max_epochs=20))
     flat_retention = 0.1
     accs = [90.0, 92.0, 94.0, 96.0, 96.0, 96.0]
     decisions = [stop.update(_sig(e + 1, 0.0, flat_retention, a)) for e, a in enumerate(accs)]
-    # Retention is flat from epoch 1; the accuracy still improves until epoch 4.
-    assert decisions == [False, False, False, False, False, True]
-    assert "selection accuracy" in stop.reason
+    # Retention is flat from epoch 1: two epochs later the run stops, whatever the sample says
+    # (the sample picks the epoch to keep afterwards; waiting on it cost epochs, not accuracy).
+    assert decisions[:3] == [False, False, True]
+    assert "retention term stopped improving for 2 epochs" in stop.reason
+
+
+def test_the_selection_sample_picks_the_forgotten_state_it_classifies_best() -> None:
+    from delete.selection.auto import _Live, _pick_by_selection
+
+    model = nn.Linear(2, 2, bias=False)
+    right = {"weight": torch.eye(2)}  # classifies the sample correctly
+    wrong = {"weight": torch.tensor([[0.0, 1.0], [1.0, 0.0]])}  # swaps both classes
+    inputs = torch.eye(2)
+    probe = ProbeSet(inputs, torch.tensor([0, 1]), inputs, inputs, torch.tensor([0, 1]), 100.0)
+    ctx = _tiny_ctx(model, None)
+    live = _Live(Candidate(0.01), ctx, None, [_sig(e, 0.0, 0.1) for e in range(1, 8)])  # type: ignore[arg-type]
+    live.signals[6] = _sig(7, 40.0, 0.1)  # epoch 7 still remembers the forget class
+    states = [
+        (live.signals[4], wrong),
+        (live.signals[5], right),
+        (live.signals[6], right),  # classifies the sample well, but is not forgotten
+        (live.signals[3], wrong),  # the forget-only pick
+    ]
+    kept, state = _pick_by_selection(live, probe, SelectionConfig(), states)
+    assert kept.epoch == 6 and kept.selection_acc == 100.0
+    assert torch.equal(state["weight"], right["weight"])
+    read = {s.epoch: s.selection_acc for s in live.signals if s.selection_acc is not None}
+    assert read == {4: 0.0, 5: 0.0, 6: 100.0}  # the report shows what was compared
+    # Nothing forgotten among the states: the forget-only pick (the last entry) stays.
+    kept, _ = _pick_by_selection(live, probe, SelectionConfig(), [states[2], states[2]])
+    assert kept.epoch == 7
+
+
+def test_the_selection_sample_is_read_only_where_a_decision_needs_it() -> None:
+    # Tolerances no state misses: the run never goes on past the forget-only rule.
+    # short_pass_steps=0: the long-pass rule (the tiny forget set is one step a pass).
+    config = SelectionConfig(
+        max_epochs=30,
+        patience=2,
+        selection_tolerance=100.0,
+        selection_class_tolerance=100.0,
+        short_pass_steps=0,
+    )
+    report = _select_tiny(config)
+    assert report.epochs > config.patience + config.probe_epochs
+    for trial in report.trials:  # every probe epoch (the veto)
+        assert all(s.selection_acc is not None for s in trial.signals)
+    after_probes = [
+        s.epoch
+        for s in report.history
+        if s.selection_acc is not None and s.epoch > config.probe_epochs
+    ]
+    # After the probes: only the last patience + 1 epochs (and the forget-only pick).
+    assert len(after_probes) <= config.patience + 2
+    assert set(after_probes) >= set(range(report.epochs - config.patience, report.epochs + 1))
+    assert report.best_epoch in {s.epoch for s in report.history if s.selection_acc is not None}
+
+
+def test_on_short_passes_the_sample_is_read_every_epoch_and_its_best_epoch_kept() -> None:
+    # The tiny forget set is one step a pass: per_pass turns every-epoch reading on.
+    config = SelectionConfig(max_epochs=30, patience=2)
+    report = _select_tiny(config)
+    assert all(s.selection_acc is not None for s in report.history)
+    forgotten = [s for s in report.history if s.forget_acc <= config.forget_threshold]
+    best = max(s.selection_acc or 0.0 for s in forgotten)
+    kept = report.final
+    assert kept.forget_acc <= config.forget_threshold and kept.selection_acc == best
+
+
+def test_short_passes_with_a_sample_take_the_short_pass_settings() -> None:
+    config = SelectionConfig(
+        probe_epochs=3, patience=2, short_probe_epochs=5, short_patience=4, short_forget_probe=9
+    )
+    short = config.per_pass(config.short_pass_steps, with_sample=True)
+    assert (short.probe_epochs, short.patience, short.max_forget_probe) == (5, 4, 9)
+    assert short.sample_every_epoch
+    long = config.per_pass(config.short_pass_steps + 1, with_sample=True)
+    assert long == config and not long.sample_every_epoch
+
+
+def test_short_passes_with_forget_data_only_multiply_every_epoch_count() -> None:
+    config = SelectionConfig(
+        probe_epochs=3, patience=2, min_epochs=4, max_epochs=10, short_pass_factor=5
+    )
+    short = config.per_pass(1, with_sample=False)
+    counts = (short.probe_epochs, short.patience, short.min_epochs, short.max_epochs)
+    assert counts == (15, 10, 20, 50)
+    assert not short.sample_every_epoch  # there is no sample to read
+    assert config.per_pass(config.short_pass_steps + 1, with_sample=False) == config
+
+
+def test_read_every_epoch_the_sample_holds_the_stop_open_while_it_improves() -> None:
+    stop = Stopper(
+        SelectionConfig(patience=2, min_epochs=1, max_epochs=20, sample_every_epoch=True)
+    )
+    flat_retention = 0.1
+    accs = [90.0, 92.0, 94.0, 96.0, 96.0, 96.0]
+    decisions = [stop.update(_sig(e + 1, 0.0, flat_retention, a)) for e, a in enumerate(accs)]
+    # Epochs 2-4 gain on the sample: the run stops two epochs after the last gain.
+    assert decisions == [False] * 5 + [True]
+    assert "retention term and selection accuracy stopped improving" in stop.reason
 
 
 def _tiny_ctx(model: nn.Module, forget_loader: object, forget: int = 1) -> UnlearnContext:
@@ -68,6 +179,22 @@ def _tiny_ctx(model: nn.Module, forget_loader: object, forget: int = 1) -> Unlea
         device=torch.device("cpu"),
         generator=torch.Generator().manual_seed(0),
     )
+
+
+def _select_tiny(config: SelectionConfig, *, with_sample: bool = True) -> SelectionReport:
+    """The selection's report on the tiny problem (one step a pass), forgetting class 1."""
+    model, forget_loader, retain_loader = _trained_tiny()
+    res = run_unlearning(
+        model,
+        forget_loader,  # type: ignore[arg-type]
+        [1],
+        device="cpu",
+        progress=False,
+        selection=config,
+        selection_loader=retain_loader if with_sample else None,  # type: ignore[arg-type]
+    )
+    assert res.selection is not None
+    return res.selection
 
 
 def _trained_tiny() -> tuple[nn.Module, object, object]:
@@ -177,6 +304,8 @@ def test_a_pinned_bn_policy_or_lr_narrows_the_candidates() -> None:
 def test_bad_selection_config_is_one_line() -> None:
     with pytest.raises(delete.InvalidHparamError, match="probe_epochs"):
         SelectionConfig(probe_epochs=5, max_epochs=2)
+    with pytest.raises(delete.InvalidHparamError, match="selection_patience"):
+        SelectionConfig(selection_patience=0)
 
 
 def test_selection_data_is_never_trained_on() -> None:
@@ -204,7 +333,7 @@ def test_a_killed_selection_resumes_after_its_probes_with_the_same_result(
 ) -> None:  # type: ignore[no-untyped-def]
     model, forget_loader, _ = _trained_tiny()
     kwargs = dict(device="cpu", progress=False, cache_teacher=True)
-    config = SelectionConfig(max_epochs=12, patience=2)
+    config = SelectionConfig(max_epochs=12, patience=2, short_pass_steps=0)
     whole = run_unlearning(model, forget_loader, [1], selection=config, **kwargs)  # type: ignore[arg-type]
     assert whole.selection is not None and whole.selection.epochs > config.probe_epochs + 1
 
@@ -289,3 +418,91 @@ def test_spatial_logits_ask_for_a_fixed_setting_in_one_line() -> None:
         run_unlearning(Seg(), loader, [1], device="cpu", progress=False)
     fixed = run_unlearning(Seg(), loader, [1], device="cpu", progress=False, lr=0.01, epochs=1)
     assert fixed.selection is None
+
+
+def test_a_selection_sample_that_reads_short_keeps_the_run_going() -> None:
+    model, forget_loader, retain_loader = _trained_tiny()
+
+    def run(tolerance: float) -> SelectionReport:
+        res = run_unlearning(
+            model,
+            forget_loader,
+            [1],
+            device="cpu",
+            progress=False,
+            selection=SelectionConfig(
+                max_epochs=30,
+                patience=2,
+                selection_tolerance=tolerance,
+                selection_class_tolerance=100.0,
+                short_pass_steps=0,
+            ),
+            selection_loader=retain_loader,
+        )
+        assert res.selection is not None
+        return res.selection
+
+    content, short = run(100.0), run(-1.0)  # -1: no state can ever be within it
+    assert "training went on" not in content.stop_reason
+    assert "training went on" in short.stop_reason, short.stop_reason
+    assert short.epochs > content.epochs
+    # Every epoch past the forget-only stop was read, and the best read one is kept.
+    extra = [s for s in short.history if s.epoch > content.epochs]
+    assert extra and all(s.selection_acc is not None for s in extra)
+    read = [  # the states that were kept along the way (probe epochs only veto)
+        s
+        for s in short.history
+        if s.selection_acc is not None and s.forget_acc <= 1.0 and s.epoch > 3
+    ]
+    assert short.final.selection_acc == max(s.selection_acc for s in read)  # type: ignore[type-var]
+
+
+def test_a_forget_set_of_few_steps_a_pass_is_probed_with_the_short_pass_settings() -> None:
+    _, forget_loader, _ = _trained_tiny()
+    assert len(forget_loader) == 1  # type: ignore[arg-type]  # the setup: one step a pass
+
+    def probes(short_pass_steps: int, with_sample: bool) -> set[int]:
+        config = SelectionConfig(
+            probe_epochs=3,
+            short_probe_epochs=2,
+            short_pass_factor=2,
+            short_pass_steps=short_pass_steps,
+        )
+        report = _select_tiny(config, with_sample=with_sample)
+        return {len(t.signals) for t in report.trials if t.signals}
+
+    assert probes(1, with_sample=True) == {2}  # short, with a sample: the short probe
+    assert probes(1, with_sample=False) == {6}  # short, forget data only: 2 x the probe
+    assert probes(0, with_sample=True) == {3}  # nothing is short: the probe as written
+
+
+def test_one_class_short_on_the_sample_keeps_the_run_going_too() -> None:
+    from delete.selection.auto import _short
+
+    probe = ProbeSet(torch.zeros(1), torch.zeros(1), torch.zeros(1), original_selection_acc=99.5)
+    config = SelectionConfig()  # within 1 point on average, each class within 3
+
+    def reading(acc: float, worst: float) -> EpochSignals:
+        return EpochSignals(9, 0.0, 0.0, 0.1, 1.0, selection_acc=acc, selection_worst_drop=worst)
+
+    assert _short(reading(99.0, 2.0), probe, config) == ""
+    assert "one class 6.0 points" in _short(reading(99.0, 6.0), probe, config)
+    assert "2.0 points below the original" in _short(reading(97.5, 0.0), probe, config)
+    unread = EpochSignals(9, 0.0, 0.0, 0.1, 1.0)
+    assert _short(unread, probe, config) == ""
+
+
+def test_the_worst_class_is_read_against_the_originals_own() -> None:
+    from delete.selection.signals import selection_reading
+
+    model = nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.eye(2))
+    # Two images of each class; the original got class 0 right twice and class 1 once.
+    inputs = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    labels = torch.tensor([0, 0, 1, 1])
+    probe = ProbeSet(inputs, labels, inputs, inputs, labels, 75.0, {0: 100.0, 1: 50.0})
+    assert selection_reading(model, probe, torch.device("cpu")) == (75.0, 0.0)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[0.0, 1.0], [1.0, 0.0]]))  # every answer swaps
+    assert selection_reading(model, probe, torch.device("cpu")) == (25.0, 100.0)
