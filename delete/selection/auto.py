@@ -168,8 +168,8 @@ class SelectionConfig:
             counts as done, with ``forget_threshold``. Accuracy on 64 measured images can read
             0 while unseen images of the class still sit near the boundary: a MobileNetV3 read
             0 % at epoch 16 with a term of 0.068 and still recognised 2 % of the class's test
-            images; at 0.05 (epoch 26) it recognised 1 %. Every other zoo model stopped with
-            a term under 0.01, where this changes nothing.
+            images; at 0.05 (epoch 26) it recognised 1 %. The other zoo models stop with a term
+            under 0.01, where this changes nothing.
         patience: Epochs without improvement of the retention signal before stopping.
         min_delta: Improvement of the retention term that counts, as a relative decrease
             (0.1 = 10 %).
