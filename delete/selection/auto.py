@@ -258,9 +258,10 @@ class SelectionConfig:
             )
         if self.candidates is not None and not self.candidates:
             raise InvalidHparamError("selection candidates is empty; give at least one")
-        if self.short_probe_epochs < 1 or self.short_patience < 1:
+        if min(self.short_probe_epochs, self.short_patience, self.short_pass_factor) < 1:
             raise InvalidHparamError(
-                "selection short_probe_epochs and short_patience must be positive"
+                "selection short_probe_epochs, short_patience and short_pass_factor must be"
+                " positive"
             )
 
     def per_pass(self, steps_per_pass: int, *, with_sample: bool) -> SelectionConfig:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from delete.errors import InvalidHparamError
+from delete.metrics.per_class_accuracy import per_class_accuracy
 
 __all__ = [
     "EpochSignals",
@@ -30,7 +31,6 @@ __all__ = [
     "retained_accuracy",
     "measure",
     "selection_reading",
-    "class_accuracies",
     "worst_class_drop",
 ]
 
@@ -99,26 +99,19 @@ def forget_accuracy(student_logits: Tensor, labels: Tensor) -> float:
     return 100.0 * float((student_logits.argmax(1) == labels).float().mean())
 
 
-def class_accuracies(logits: Tensor, labels: Tensor) -> dict[int, float]:
-    """Top-1 accuracy in percent of every class present in ``labels``.
+def worst_class_drop(original: Tensor, now: Tensor) -> float:
+    """The largest per-class accuracy drop (points) from ``original`` to ``now``, both
+    :func:`~delete.metrics.per_class_accuracy` readings (classes absent from either, ``nan``,
+    are skipped).
 
     Example:
-        >>> logits = torch.tensor([[2.0, 0.0], [0.0, 2.0], [2.0, 0.0]])
-        >>> class_accuracies(logits, torch.tensor([0, 0, 1]))
-        {0: 50.0, 1: 0.0}
-    """
-    hits = logits.argmax(1) == labels
-    return {int(c): 100.0 * float(hits[labels == c].float().mean()) for c in labels.unique()}
-
-
-def worst_class_drop(original: dict[int, float], now: dict[int, float]) -> float:
-    """The largest per-class accuracy drop (points) from ``original`` to ``now``.
-
-    Example:
-        >>> worst_class_drop({0: 100.0, 1: 96.0}, {0: 98.0, 1: 90.0})
+        >>> original = torch.tensor([100.0, 96.0, float("nan")])
+        >>> worst_class_drop(original, torch.tensor([98.0, 90.0, 50.0]))
         6.0
     """
-    return max((original[c] - now[c] for c in original if c in now), default=0.0)
+    drops = original - now
+    drops = drops[~drops.isnan()]
+    return float(drops.max()) if drops.numel() else 0.0
 
 
 def retained_accuracy(logits: Tensor, labels: Tensor) -> float:
@@ -198,7 +191,8 @@ class ProbeSet:
         selection_inputs: Retained images of the selection sample, or ``None``.
         selection_labels: Their labels, or ``None``.
         original_selection_acc: The original model's accuracy on the selection sample.
-        original_selection_classes: The original's accuracy per class on the sample.
+        original_selection_classes: The original's accuracy per class on the sample
+            (:func:`~delete.metrics.per_class_accuracy`; ``nan`` for a class it lacks).
     """
 
     forget_inputs: Tensor
@@ -207,7 +201,7 @@ class ProbeSet:
     selection_inputs: Tensor | None = None
     selection_labels: Tensor | None = None
     original_selection_acc: float | None = None
-    original_selection_classes: dict[int, float] | None = None
+    original_selection_classes: Tensor | None = None
 
     @classmethod
     def gather(
@@ -240,7 +234,7 @@ class ProbeSet:
             sx,
             sy,
             retained_accuracy(logits, sy),
-            class_accuracies(logits, sy),
+            per_class_accuracy(logits, sy, logits.shape[1]),
         )
 
 
@@ -278,7 +272,7 @@ def selection_reading(
     logits = _logits(student, probe.selection_inputs, device)
     worst = None
     if probe.original_selection_classes is not None:
-        now = class_accuracies(logits, probe.selection_labels)
+        now = per_class_accuracy(logits, probe.selection_labels, logits.shape[1])
         worst = worst_class_drop(probe.original_selection_classes, now)
     return retained_accuracy(logits, probe.selection_labels), worst
 

@@ -306,6 +306,8 @@ def test_bad_selection_config_is_one_line() -> None:
         SelectionConfig(probe_epochs=5, max_epochs=2)
     with pytest.raises(delete.InvalidHparamError, match="selection_patience"):
         SelectionConfig(selection_patience=0)
+    with pytest.raises(delete.InvalidHparamError, match="short_pass_factor"):
+        SelectionConfig(short_pass_factor=0)
 
 
 def test_selection_data_is_never_trained_on() -> None:
@@ -501,7 +503,7 @@ def test_the_worst_class_is_read_against_the_originals_own() -> None:
     # Two images of each class; the original got class 0 right twice and class 1 once.
     inputs = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
     labels = torch.tensor([0, 0, 1, 1])
-    probe = ProbeSet(inputs, labels, inputs, inputs, labels, 75.0, {0: 100.0, 1: 50.0})
+    probe = ProbeSet(inputs, labels, inputs, inputs, labels, 75.0, torch.tensor([100.0, 50.0]))
     assert selection_reading(model, probe, torch.device("cpu")) == (75.0, 0.0)
     with torch.no_grad():
         model.weight.copy_(torch.tensor([[0.0, 1.0], [1.0, 0.0]]))  # every answer swaps
