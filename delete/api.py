@@ -28,6 +28,7 @@ from delete.selection import (
     SelectionConfig,
     SelectionReport,
     candidates_for,
+    fallback_for,
 )
 from delete.selection import select_and_train as _select_and_train
 
@@ -245,6 +246,7 @@ def _run_selection(
     checkpoint_dir: str | os.PathLike[str] | None,
 ) -> tuple[EngineResult, SelectionReport]:
     """The automatic selection; a pinned ``lr`` or ``freeze_bn`` narrows its candidates."""
+    fallback = fallback_for(ctx.student, hparams, config) if selection_loader is not None else ()
     config = dataclasses.replace(
         config, candidates=candidates_for(ctx.student, hparams, config)
     ).per_pass(_steps_per_pass(ctx.forget_loader), with_sample=selection_loader is not None)
@@ -263,6 +265,7 @@ def _run_selection(
         config,
         progress=progress,
         checkpoint_dir=checkpoint_dir,
+        fallback=fallback,
     )
 
 

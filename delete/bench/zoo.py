@@ -31,6 +31,7 @@ from delete.data import DatasetBundle, RandomShift
 __all__ = [
     "ZooRecipe",
     "ZOO",
+    "BNCNN",
     "Gray2RGB",
     "Normalized",
     "PlainCNN",
@@ -98,6 +99,30 @@ class PlainCNN(nn.Module):
         return self.head(self.features(x))
 
 
+class BNCNN(nn.Sequential):
+    """Conv-BN-ReLU twice, max-pooling and dropout before the head: a classic BatchNorm CNN.
+
+    Example:
+        >>> BNCNN(num_classes=10)(torch.zeros(2, 1, 28, 28)).shape
+        torch.Size([2, 10])
+    """
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1) -> None:
+        super().__init__(
+            nn.Conv2d(in_channels, 32, 3, padding=1),
+            nn.BatchNorm2d(32),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1),
+            nn.BatchNorm2d(64),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(2),
+            nn.Flatten(),
+            nn.Dropout(0.2),
+            nn.Linear(256, num_classes),
+        )
+
+
 def _resnet18(num_classes: int) -> nn.Module:
     from delete.models.torchvision_models import build_torchvision_classifier
 
@@ -151,6 +176,7 @@ _ARCHS: dict[str, Callable[[int], nn.Module]] = {
     "mobilenet_v3_small": _mobilenet,
     "plain_cnn": _plain,
     "vit_tiny": _vit_gray,
+    "bn_cnn": BNCNN,
 }
 
 
@@ -233,6 +259,20 @@ ZOO: dict[str, ZooRecipe] = {
             optimizer="adamw",
             lr=1e-3,
             weight_decay=0.0,
+            label_smoothing=0.0,
+            augment=False,
+            mean=0.0,
+            std=1.0,
+            epochs=8,
+        ),
+        # Where frozen BatchNorm statistics hurt (the selection sample's fallback, README).
+        ZooRecipe(
+            "bn_cnn_sgd",
+            "bn_cnn",
+            "batchnorm",
+            optimizer="sgd",
+            lr=0.05,
+            weight_decay=5e-4,
             label_smoothing=0.0,
             augment=False,
             mean=0.0,

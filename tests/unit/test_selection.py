@@ -248,7 +248,8 @@ class _Collapse(UnlearningMethod):
             head.bias[ctx.retain_classes[0]] += 50.0
 
 
-def test_selection_sample_vetoes_a_candidate_that_collapses_retained_accuracy() -> None:
+def _tiny_with_sample() -> tuple[UnlearnContext, ProbeSet]:
+    """The trained tiny problem's context and probe, its retained images as the sample."""
     model, forget_loader, retain_loader = _trained_tiny()
     ctx = _tiny_ctx(model, forget_loader)
     probe = ProbeSet.gather(
@@ -257,6 +258,11 @@ def test_selection_sample_vetoes_a_candidate_that_collapses_retained_accuracy() 
         ctx.device,
         selection_loader=retain_loader,  # type: ignore[arg-type]
     )
+    return ctx, probe
+
+
+def test_selection_sample_vetoes_a_candidate_that_collapses_retained_accuracy() -> None:
+    ctx, probe = _tiny_with_sample()
     assert probe.original_selection_acc is not None and probe.original_selection_acc > 80
     # The collapsing candidate has the gentler step, so it is probed first and must be vetoed.
     healthy, collapsing = Candidate(1e-2, True), Candidate(1e-4, True)
@@ -508,3 +514,75 @@ def test_the_worst_class_is_read_against_the_originals_own() -> None:
     with torch.no_grad():
         model.weight.copy_(torch.tensor([[0.0, 1.0], [1.0, 0.0]]))  # every answer swaps
     assert selection_reading(model, probe, torch.device("cpu")) == (25.0, 100.0)
+
+
+def _fallback_run(
+    first: Candidate, second: Candidate, collapsing: set[Candidate]
+) -> SelectionReport:
+    """The selection on the tiny problem with a sample, ``first`` as the grid and ``second``
+    as the BatchNorm fallback; the candidates in ``collapsing`` map every image to one class."""
+    ctx, probe = _tiny_with_sample()
+
+    def factory(c: Candidate, n: int) -> UnlearningMethod:
+        if c in collapsing:
+            return _Collapse(create_method("delete", epochs=n).config)
+        return create_method("delete", lr=c.lr, freeze_bn=c.freeze_bn, epochs=n, grad_clip=1.0)
+
+    # 24 sample images (one reads 4 points): a healthy run is within 20, a collapse is not.
+    config = SelectionConfig(
+        candidates=(first,), max_epochs=30, sample_every_epoch=True, bn_fallback_drop=20.0
+    )
+    _, report = select_and_train(factory, ctx, probe, config, fallback=(second,))
+    return report
+
+
+def test_frozen_statistics_that_read_short_fall_back_to_batchnorm_in_train_mode() -> None:
+    frozen, train = Candidate(0.1, True), Candidate(0.1, False)
+    report = _fallback_run(frozen, train, collapsing={frozen})
+    status = {t.candidate: t.status for t in report.trials}
+    assert report.chosen == train, report.summary()
+    assert status == {frozen: "beaten", train: "chosen"}
+    assert "BatchNorm in train mode was tried too" in report.stop_reason
+    assert report.stop_reason.endswith("and kept"), report.stop_reason
+
+
+def test_the_fallback_is_kept_only_when_it_reads_better() -> None:
+    frozen, train = Candidate(0.1, True), Candidate(0.1, False)
+    report = _fallback_run(frozen, train, collapsing={frozen, train})  # both equally bad
+    assert report.chosen == frozen
+    assert {t.candidate: t.status for t in report.trials} == {frozen: "chosen", train: "beaten"}
+    assert report.stop_reason.endswith("and not kept"), report.stop_reason
+
+
+def test_a_kept_state_that_reads_well_never_pays_for_the_fallback() -> None:
+    # On the tiny problem, train-mode statistics at lr 0.1 read 0 points below the original
+    # (frozen ones read 33 below), so the roles are swapped here to give a first that reads well.
+    healthy, other = Candidate(0.1, False), Candidate(0.1, True)
+    report = _fallback_run(healthy, other, collapsing=set())
+    assert report.chosen == healthy
+    assert [t.candidate for t in report.trials] == [healthy]
+    assert "was tried too" not in report.stop_reason
+
+
+def test_the_fallback_runs_only_on_batchnorm_models_with_a_sample_and_a_free_bn_policy() -> None:
+    config = SelectionConfig(bn_fallback_drop=-100.0)  # every reading counts as short
+
+    def policies(**hparams: object) -> set[bool]:
+        model, forget_loader, retain_loader = _trained_tiny()  # TinyNet has BatchNorm
+        sample = hparams.pop("sample", True)
+        res = run_unlearning(
+            model,
+            forget_loader,
+            [1],
+            device="cpu",
+            progress=False,
+            selection=config,
+            selection_loader=retain_loader if sample else None,
+            **hparams,  # type: ignore[arg-type]
+        )
+        assert res.selection is not None
+        return {t.candidate.freeze_bn for t in res.selection.trials}
+
+    assert policies() == {True, False}
+    assert policies(sample=False) == {True}
+    assert policies(freeze_bn=True) == {True}
