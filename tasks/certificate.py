@@ -380,6 +380,57 @@ def _threat_model(record: Mapping[str, Any]) -> str | None:
     return None
 
 
+#: What each candidate's outcome means, for a reader who never saw the selection's code.
+_TRIAL_OUTCOMES = {
+    "chosen": "chosen: trained to the end, its kept epoch is the new model",
+    "dropped": "not forgetting fast enough in its probe",
+    "vetoed": "vetoed: retained accuracy collapsed on the selection sample",
+    "failed": "failed: the loss diverged",
+    "skipped": "not tried: a gentler candidate was already on track",
+    "beaten": "trained to the end, but the other BatchNorm policy read better on the sample",
+}
+
+
+def _selection_section(record: Mapping[str, Any]) -> _Section | None:
+    """How the settings were chosen (``None`` when a fixed setting ran): what was tried, what
+    was chosen and why it stopped, as the audit record holds it."""
+    selection = _get(record, "selection")
+    if not isinstance(selection, Mapping):
+        return None
+    size = _get(selection, "selection_size", default=0)
+    section = _Section(
+        "How the settings were chosen",
+        rows=[
+            ("Mode", _get(selection, "mode")),
+            ("Chosen", _get(selection, "chosen")),
+            (
+                "Epochs",
+                f"{_fmt(_get(selection, 'epochs'))} trained, epoch "
+                f"{_fmt(_get(selection, 'best_epoch'))} kept",
+            ),
+            (
+                "Selection sample",
+                f"{size} retained training images, used to choose only" if size else "none",
+            ),
+            ("Why it stopped", _get(selection, "stop_reason")),
+        ],
+    )
+    tried = _get(selection, "tried", default=[])
+    section.table = (
+        ["Candidate", "Outcome", "Epochs measured"],
+        [
+            [
+                _get(t, "candidate"),
+                _TRIAL_OUTCOMES.get(str(_get(t, "status")), _get(t, "status")),
+                len(_get(t, "signals", default=[])),
+            ]
+            for t in (tried if isinstance(tried, Sequence) else [])
+            if isinstance(t, Mapping)
+        ],
+    )
+    return section
+
+
 def _versions_section(record: Mapping[str, Any]) -> _Section:
     versions = _Section("Data and code versions")
     for label, block in (
@@ -552,10 +603,12 @@ def _sections(
     """The certificate's title and sections, in the order both formats print them."""
     f = _facts(record)
     trail = _trail_section(record, f)
+    selection = _selection_section(record)
     sections = [
         _summary_section(record, f),
         _request_section(record, f),
         _forgotten_section(record, f),
+        *([selection] if selection is not None else []),
         _versions_section(record),
         _models_section(record, f),
         _metrics_section(record),

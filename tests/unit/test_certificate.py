@@ -316,3 +316,40 @@ def test_artifacts_are_named_relative_to_the_root_or_by_mlflow_uri() -> None:
     assert "artifacts/runs/r/model/model.onnx" in explicit and "/srv/project" not in explicit
     assert "/elsewhere/report.html" in explicit
     assert "/srv/project/data.dvc" in render_certificate(record, "md")
+
+
+def _selection(**overrides: Any) -> dict[str, Any]:
+    """A ``selection`` block shaped like ``SelectionReport.to_dict()``."""
+    sig = {"epoch": 1, "forget_acc": 0.0}
+    block: dict[str, Any] = {
+        "mode": "selection-sample",
+        "chosen": "lr=0.003 bn=train",
+        "epochs": 18,
+        "best_epoch": 14,
+        "stop_reason": "forgotten and retention term stopped improving for 2 epochs",
+        "selection_size": 500,
+        "tried": [
+            {"candidate": "lr=0.001 bn=frozen", "status": "beaten", "signals": [sig] * 3},
+            {"candidate": "lr=0.003 bn=frozen", "status": "skipped", "signals": []},
+            {"candidate": "lr=0.003 bn=train", "status": "chosen", "signals": [sig] * 3},
+        ],
+    }
+    block.update(overrides)
+    return block
+
+
+def test_the_certificate_says_how_the_settings_were_chosen_and_why_it_stopped() -> None:
+    md = render_certificate(_record(selection=_selection()), "md")
+    assert "## How the settings were chosen" in md
+    assert "- **Why it stopped:** forgotten and retention term stopped improving" in md
+    assert "- **Epochs:** 18 trained, epoch 14 kept" in md
+    assert "- **Selection sample:** 500 retained training images, used to choose only" in md
+    assert "| lr=0.001 bn=frozen | trained to the end, but the other BatchNorm policy" in md
+    assert "| lr=0.003 bn=frozen | not tried: a gentler candidate was already on track | 0 |" in md
+    page = render_certificate(_record(selection=_selection(stop_reason="<b>x</b>")), "html")
+    assert "&lt;b&gt;x&lt;/b&gt;" in page and "<b>x</b>" not in page
+
+
+def test_a_fixed_setting_has_no_selection_section() -> None:
+    assert "How the settings were chosen" not in render_certificate(_record(), "md")
+    assert "How the settings were chosen" not in render_certificate(_record(selection=None), "md")
