@@ -417,7 +417,7 @@ def _selection_section(record: Mapping[str, Any]) -> _Section | None:
     )
     tried = _get(selection, "tried", default=[])
     section.table = (
-        ["Candidate", "Outcome", "Epochs measured"],
+        ["Candidate", "Outcome", "Probe epochs"],
         [
             [
                 _get(t, "candidate"),
