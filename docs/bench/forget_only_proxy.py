@@ -10,21 +10,23 @@ images (rotated 90 degrees, noisy, pairwise mixed, shifted), which the teacher a
 classes. Output of one run on this 2-core CPU: ``forget_only_proxy_cpu.md``.
 
     python docs/bench/forget_only_proxy.py
+    python docs/bench/forget_only_proxy.py "small_cnn (project)" 3   # a zoo model instead
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import sys
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from delete.data import load_mnist5k, make_unlearning_splits
+from delete.data import DatasetBundle, load_mnist5k, make_unlearning_splits
 from delete.training import make_loader
 
-FORGET = 5
+FORGET = int(sys.argv[2]) if len(sys.argv) > 2 else 5
 
 
 def _gn_cnn() -> nn.Module:
@@ -56,9 +58,7 @@ def _masked(teacher: nn.Module, x: Tensor) -> Tensor:
         return F.softmax(logits, 1)
 
 
-def main() -> None:
-    torch.set_num_threads(2)
-    bundle = load_mnist5k(seed=0, augment=False)
+def _trained_gn(bundle: DatasetBundle) -> nn.Module:
     torch.manual_seed(0)
     model = _gn_cnn()
     loader = make_loader(bundle.train.with_transform(None), 64, shuffle=True, seed=0)
@@ -74,7 +74,24 @@ def main() -> None:
             loss.backward()
             opt.step()
             sched.step()
-    model.eval()
+    return model.eval()
+
+
+def _freeze_bn(model: nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+def main() -> None:
+    torch.set_num_threads(2)
+    bundle = load_mnist5k(seed=0, augment=False)
+    if len(sys.argv) > 1:
+        from delete.bench.zoo_bench import _original
+
+        model = _original(sys.argv[1], bundle)
+    else:
+        model = _trained_gn(bundle)
     sp = make_unlearning_splits(bundle.train, bundle.test, [FORGET])
     retain = (sp.test_retain.images, sp.test_retain.labels)
     before = _acc(model, *retain)
@@ -92,6 +109,7 @@ def main() -> None:
     print(json.dumps({"retained_before": before}))
     for epoch in range(1, 31):
         student.train()
+        _freeze_bn(student)  # the selection's default policy
         for x, _ in forget_loader:
             loss = F.kl_div(
                 F.log_softmax(student(x), 1), _masked(teacher, x), reduction="batchmean"
