@@ -50,6 +50,7 @@ from typing import Any, Literal
 import jinja2
 
 from delete.applications import UnknownTaskError, get_task
+from delete.selection import TRIAL_OUTCOMES
 from tasks.audit import record_digest
 
 __all__ = [
@@ -380,17 +381,6 @@ def _threat_model(record: Mapping[str, Any]) -> str | None:
     return None
 
 
-#: What each candidate's outcome means, for a reader who never saw the selection's code.
-_TRIAL_OUTCOMES = {
-    "chosen": "chosen: trained to the end, its kept epoch is the new model",
-    "dropped": "not forgetting fast enough in its probe",
-    "vetoed": "vetoed: retained accuracy collapsed on the selection sample",
-    "failed": "failed: the loss diverged",
-    "skipped": "not tried: a gentler candidate was already on track",
-    "beaten": "trained to the end, but the other BatchNorm policy read better on the sample",
-}
-
-
 def _selection_section(record: Mapping[str, Any]) -> _Section | None:
     """How the settings were chosen (``None`` when a fixed setting ran): what was tried, what
     was chosen and why it stopped, as the audit record holds it."""
@@ -421,7 +411,7 @@ def _selection_section(record: Mapping[str, Any]) -> _Section | None:
         [
             [
                 _get(t, "candidate"),
-                _TRIAL_OUTCOMES.get(str(_get(t, "status")), _get(t, "status")),
+                TRIAL_OUTCOMES.get(str(_get(t, "status")), _get(t, "status")),
                 len(_get(t, "signals", default=[])),
             ]
             for t in (tried if isinstance(tried, Sequence) else [])

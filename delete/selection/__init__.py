@@ -4,6 +4,7 @@ a selection sample of retained images that is never trained on)."""
 from __future__ import annotations
 
 from delete.selection.auto import (
+    TRIAL_OUTCOMES,
     Candidate,
     SelectionConfig,
     SelectionReport,
@@ -25,6 +26,7 @@ __all__ = [
     "ProbeSet",
     "SelectionConfig",
     "SelectionReport",
+    "TRIAL_OUTCOMES",
     "Stopper",
     "Trial",
     "candidates_for",

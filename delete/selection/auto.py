@@ -57,6 +57,7 @@ __all__ = [
     "SelectionConfig",
     "Trial",
     "SelectionReport",
+    "TRIAL_OUTCOMES",
     "candidates_for",
     "default_candidates",
     "fallback_for",
@@ -468,15 +469,25 @@ class Stopper:
         return False
 
 
+#: Every :attr:`Trial.status`, with what it means to a reader who never saw this code (the
+#: deletion certificate prints these words).
+TRIAL_OUTCOMES: dict[str, str] = {
+    "chosen": "chosen: trained to the end, its kept epoch is the new model",
+    "dropped": "not forgetting fast enough in its probe",
+    "vetoed": "vetoed: retained accuracy collapsed on the selection sample",
+    "failed": "failed: the loss diverged",
+    "skipped": "not tried: a gentler candidate was already on track",
+    "beaten": "trained to the end, but the other BatchNorm policy read better on the sample",
+}
+
+
 @dataclass(frozen=True)
 class Trial:
     """One candidate's probe: its signals per epoch and what became of it."""
 
     candidate: Candidate
     signals: tuple[EpochSignals, ...]
-    # "chosen", "dropped", "vetoed", "failed", "skipped" (never probed) or "beaten" (trained,
-    # but the BatchNorm fallback's other policy read better on the selection sample)
-    status: str
+    status: str  # a key of TRIAL_OUTCOMES
     score: float | None
     error: str | None = None
 
@@ -842,7 +853,7 @@ def _probe_all(
     return chosen, trials
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Outcome:
     """One policy's whole run: the kept candidate, its trials, its kept epoch and why it
     stopped."""
