@@ -246,7 +246,7 @@ def _run_selection(
     checkpoint_dir: str | os.PathLike[str] | None,
 ) -> tuple[EngineResult, SelectionReport]:
     """The automatic selection; a pinned ``lr`` or ``freeze_bn`` narrows its candidates."""
-    fallback = fallback_for(ctx.student, hparams, config) if selection_loader is not None else ()
+    fallback = fallback_for(ctx.student, hparams, config)
     config = dataclasses.replace(
         config, candidates=candidates_for(ctx.student, hparams, config)
     ).per_pass(_steps_per_pass(ctx.forget_loader), with_sample=selection_loader is not None)

@@ -24,7 +24,9 @@ does not veto), and trains it until a stopping rule fires. Everything is decided
   (:meth:`SelectionConfig.per_pass`).
 * **BatchNorm fallback**: with a sample, a BatchNorm model whose frozen-statistics run reads
   more than ``bn_fallback_drop`` points short on it runs the selection again with BatchNorm in
-  train mode, and the state that reads better is kept (:func:`fallback_for`).
+  train mode, and the state that reads better is kept (:func:`fallback_for`). With forget data
+  only, train mode is probed after every frozen run on a BatchNorm model and judged by the
+  retention term on rotated forget images (``bn_fallback_rotated``).
 
 The training itself is the one engine's (:class:`~delete.engine.EngineRun`), one epoch at a
 time; the state of the kept epoch is restored at the end.
@@ -50,7 +52,13 @@ from torch import Tensor, nn
 from delete.engine import CHECKPOINT_FILE, EngineResult, EngineRun, load_checkpoint
 from delete.errors import CheckpointError, InvalidHparamError, NonFiniteLossError, one_line
 from delete.methods.base import UnlearnContext, UnlearningMethod
-from delete.selection.signals import EpochSignals, ProbeSet, measure, selection_reading
+from delete.selection.signals import (
+    EpochSignals,
+    ProbeSet,
+    measure,
+    rotated_reading,
+    selection_reading,
+)
 
 __all__ = [
     "Candidate",
@@ -120,11 +128,12 @@ def default_candidates(model: nn.Module) -> tuple[Candidate, ...]:
 
     Train-mode BatchNorm is not in the grid. Forget-only batches estimate the statistics of
     the forgotten class alone, which collapsed retained accuracy on a torchvision ResNet-18
-    (94 -> 21), and nothing on the forget images can see that happen. With frozen statistics
-    and clipped gradient steps the zoo (SmallCNN, ResNet-18, MobileNetV3, a plain CNN, a ViT;
-    README, Benchmark) kept its retained accuracy. Where frozen statistics hurt (a BatchNorm
-    CNN trained with SGD, weight decay and dropout lost 3.8 points), a selection sample sees
-    it and the run falls back to train mode (:func:`fallback_for`). A user may list
+    (94 -> 21), and the forget images themselves cannot see that happen. With frozen
+    statistics and clipped gradient steps the zoo (SmallCNN, ResNet-18, MobileNetV3, a plain
+    CNN, a ViT; README, Benchmark) kept its retained accuracy. Where frozen statistics hurt (a
+    BatchNorm CNN trained with SGD, weight decay and dropout lost 3.8 points), a selection
+    sample, or without one the retention term on rotated forget images, sees it and the run
+    falls back to train mode (:func:`fallback_for`). A user may list
     ``Candidate(lr, freeze_bn=False)`` in :class:`SelectionConfig`; with a selection sample a
     collapsing candidate is then vetoed.
 
@@ -162,9 +171,10 @@ def fallback_for(
     model: nn.Module, hparams: dict[str, Any], config: SelectionConfig
 ) -> tuple[Candidate, ...]:
     """BatchNorm-in-train-mode versions of the default grid, which a run with a selection
-    sample tries when frozen statistics read short on it (``bn_fallback_drop``); empty when
-    the model has no BatchNorm, the caller listed candidates or pinned ``freeze_bn``, or
-    ``bn_fallback_drop`` is ``None``.
+    sample tries when frozen statistics read short on it (``bn_fallback_drop``), and a run
+    with forget data only probes after the frozen run (``bn_fallback_rotated``); empty when
+    the model has no BatchNorm, the caller listed candidates or pinned ``freeze_bn``, or both
+    fallbacks are off.
 
     Example:
         >>> cfg = SelectionConfig()
@@ -175,7 +185,7 @@ def fallback_for(
         ((), ())
     """
     if (
-        config.bn_fallback_drop is None
+        (config.bn_fallback_drop is None and not config.bn_fallback_rotated)
         or config.candidates is not None
         or "freeze_bn" in hparams
         or not has_batchnorm(model)
@@ -192,7 +202,13 @@ class SelectionConfig:
         candidates: Settings to try; ``None`` uses :func:`default_candidates`.
         probe_epochs: Epochs every candidate trains before the best is kept.
         max_epochs: Epochs the kept candidate may train in all (its probe included).
-        min_epochs: Never stop before this many epochs.
+        min_epochs: Never stop before this many epochs. Retained accuracy dips when the class
+            is forgotten and recovers over the next epochs, while the retention term on the
+            forget images can flatten within two: the zoo's runs that stopped before epoch 10
+            had all lost more than they would at 10 (the zoo BatchNorm CNN, digit 5, in train
+            mode at lr 0.003: 4.4 points when the rule fired at epoch 5, where a run of the
+            same setting lost 1.2 at epoch 10; the plain CNN, digit 5: 1.3 at epoch 8, 1.0 at
+            10). Runs that need longer are not touched.
         forget_threshold: Forget-image accuracy (percent, eval mode) at or below which
             forgetting counts as done.
         max_forgetting: The forgetting term (mean ``-log(1 - p_forget)`` on the forget images,
@@ -256,10 +272,24 @@ class SelectionConfig:
             mode collapsed a ResNet-18 (94 -> 21) and a MobileNetV3 (98 -> 56), but on a
             BatchNorm CNN trained with SGD, weight decay and dropout they lost 3.8 points
             (6.2 without the dropout) where train mode lost none. Forget images cannot tell
-            the two apart, so only a run with a sample falls back. ``None`` never does. 1
+            the two apart; without a sample see ``bn_fallback_rotated``. ``None`` never does. 1
             point, as ``selection_tolerance``: the sample holds retained *training* images,
             which read damage smaller than the test split does (a zoo BatchNorm CNN, digit 5,
             read 1.4 points short on it and had lost 3.7 on the test split).
+        bn_fallback_rotated: With forget data only, on a BatchNorm model (square images),
+            probe the train-mode grid after the frozen-statistics run, abandon it at the first
+            epoch whose retention term on the *rotated* forget images
+            (:func:`~delete.selection.signals.rotated`) reads above the frozen kept state's
+            (:func:`_worse_already`), and otherwise train it to its stopping rule; the
+            forgotten kept state with the lower term wins. Forget images alone cannot tell the
+            two policies apart, but the teacher assigns rotated ones to other classes, so the
+            term there follows the damage to them. Measured at
+            lr 0.001 (``docs/bench/bn_policy_proxy_cpu.md``): it put the policy that lost fewer
+            retained points lower on every zoo model and digit compared (the zoo BatchNorm CNN,
+            digit 5: frozen 0.23 and 3.9 points lost, train mode 0.03 and 1.0), and a
+            train-mode collapse (ResNet-18: 53 points lost) read 0.68 against frozen's 0.013.
+            It costs one or two train-mode epochs where train mode reads worse (SmallCNN, 3
+            digits: 48 epochs in all instead of 44). ``False`` never probes it.
         sample_every_epoch: With a selection sample, read it after every epoch (it then holds
             the stopping rule open while it improves, and its best epoch is kept as the run
             goes) instead of only in the probes and on the last states. On short passes a
@@ -270,7 +300,7 @@ class SelectionConfig:
     candidates: tuple[Candidate, ...] | None = None
     probe_epochs: int = 3
     max_epochs: int = 30
-    min_epochs: int = 3
+    min_epochs: int = 10
     forget_threshold: float = 1.0
     max_forgetting: float = 0.05
     patience: int = 2
@@ -289,6 +319,7 @@ class SelectionConfig:
     short_forget_probe: int = 128
     short_pass_factor: int = 3
     bn_fallback_drop: float | None = 1.0
+    bn_fallback_rotated: bool = True
     sample_every_epoch: bool = False
 
     def __post_init__(self) -> None:
@@ -477,7 +508,10 @@ TRIAL_OUTCOMES: dict[str, str] = {
     "vetoed": "vetoed: retained accuracy collapsed on the selection sample",
     "failed": "failed: the loss diverged",
     "skipped": "not tried: a gentler candidate was already on track",
-    "beaten": "trained to the end, but the other BatchNorm policy read better on the sample",
+    "beaten": "trained to the end, but the other BatchNorm policy's kept state read better (on"
+    " the selection sample, or without one on rotated forget images)",
+    "abandoned": "stopped early: on rotated forget images it kept the original's behaviour"
+    " worse than the other BatchNorm policy's kept state",
 }
 
 
@@ -598,7 +632,9 @@ def _start(
     return _Live(candidate, child, run)
 
 
-def _epoch(live: _Live, probe: ProbeSet, with_selection: bool = False) -> EpochSignals:
+def _epoch(
+    live: _Live, probe: ProbeSet, with_selection: bool = False, with_rotated: bool = False
+) -> EpochSignals:
     live.run.run_epoch()
     ctx = live.ctx
     sig = measure(
@@ -608,6 +644,7 @@ def _epoch(live: _Live, probe: ProbeSet, with_selection: bool = False) -> EpochS
         ctx.device,
         live.run.epoch,
         with_selection=with_selection,
+        with_rotated=with_rotated,
     )
     live.signals.append(sig)
     return sig
@@ -794,7 +831,8 @@ def _probe_all(
     probe: ProbeSet,
     config: SelectionConfig,
     progress: bool,
-) -> tuple[_Live, list[Trial]]:
+    abandon_above: float | None = None,
+) -> tuple[_Live, list[Trial], str]:
     """Probe candidates from the gentlest step up; the first one on track is kept.
 
     Larger steps forget sooner but damage retained classes more, and the forget images
@@ -804,6 +842,11 @@ def _probe_all(
     that the selection sample does not veto, is kept: the larger steps are then never paid
     for (``skipped``). If none gets there, the one that forgets fastest (best
     :func:`forget_score`) is kept.
+
+    With ``abandon_above`` (a second BatchNorm policy, forget data only), the probing stops at
+    the first epoch of any probe whose retention term on rotated forget images reads above it
+    (:func:`_worse_already`): that candidate is returned, ``abandoned``, with the reason as the
+    third value ('' otherwise).
     """
     mode = SELECTION_SAMPLE if probe.selection_inputs is not None else FORGET_ONLY
     candidates = sorted(
@@ -818,14 +861,25 @@ def _probe_all(
             trials.append(Trial(cand, (), "skipped", None))
             continue
         live = _start(factory, cand, ctx, config, progress)
+        turned: float | None = None
         try:
             for _ in range(config.probe_epochs):
-                _epoch(live, probe, with_selection=True)
+                sig = _epoch(
+                    live, probe, with_selection=True, with_rotated=abandon_above is not None
+                )
+                if _worse_already(sig, abandon_above):
+                    turned = sig.rotated_retention
+                    break
         except NonFiniteLossError as exc:
             trials.append(Trial(cand, tuple(live.signals), "failed", None, str(exc)))
             continue
         last = live.signals[-1]
         sc = forget_score(last, config.forget_threshold)
+        if turned is not None:
+            trials.append(Trial(cand, tuple(live.signals), "abandoned", sc))
+            trials += [Trial(c, (), "skipped", None) for c in candidates[len(trials) :]]
+            why = f"{cand.label} read {turned:.3f} at epoch {last.epoch} of its probe"
+            return live, trials, why
         if _vetoed(live.signals, probe, config):
             trials.append(Trial(cand, tuple(live.signals), "vetoed", sc))
             lives.append(live)
@@ -850,7 +904,7 @@ def _probe_all(
             for t in trials
         ]
     log.info("selection (%s): chose %s", mode, chosen.candidate.label)
-    return chosen, trials
+    return chosen, trials, ""
 
 
 @dataclass(frozen=True)
@@ -863,6 +917,7 @@ class _Outcome:
     best: EpochSignals
     state: dict[str, Tensor]
     reason: str
+    abandoned: bool = False
 
 
 def _run(
@@ -872,9 +927,15 @@ def _run(
     config: SelectionConfig,
     progress: bool,
     folder: Path | None,
+    abandon_above: float | None = None,
 ) -> _Outcome:
     """Probe ``config``'s candidates, train the kept one until the stopping rule fires and
-    pick the epoch to keep (resuming from ``folder`` when it holds a selection state)."""
+    pick the epoch to keep (resuming from ``folder`` when it holds a selection state).
+
+    With ``abandon_above``, the retention term on rotated forget images is read every epoch and
+    the run stops (an ``abandoned`` outcome whose ``reason`` says when) as soon as a probed
+    candidate reads above it (:func:`_probe_all`), or the kept one does, once forgotten, from
+    ``min_epochs`` on for ``patience`` epochs in a row."""
     saved = _load_state(folder) if folder is not None else None
     stopper = Stopper(config)
     if saved is not None and folder is not None:
@@ -892,9 +953,11 @@ def _run(
         if folder is not None and (folder / CHECKPOINT_FILE).exists():
             # Not ours (no selection state beside it): refuse it if unreadable, else ignore.
             load_checkpoint(folder / CHECKPOINT_FILE, "")
-        chosen, trials = _probe_all(factory, ctx, probe, config, progress)
+        chosen, trials, why = _probe_all(factory, ctx, probe, config, progress, abandon_above)
         best_sig = chosen.signals[-1]
         best_state = _snapshot(chosen.ctx.student)
+        if why:
+            return _Outcome(chosen, trials, best_sig, best_state, why, abandoned=True)
         if folder is not None:
             chosen.run.enable_checkpoints(folder)
             _save_state(folder, chosen, trials, best_sig, best_state)
@@ -909,9 +972,12 @@ def _run(
     stopped = False
     for sig in chosen.signals:
         stopped = stopper.update(sig)
+    above = 0  # epochs in a row above ``abandon_above``
     while not stopped:
         try:
-            sig = _epoch(chosen, probe, with_selection=every)
+            sig = _epoch(
+                chosen, probe, with_selection=every, with_rotated=abandon_above is not None
+            )
         except NonFiniteLossError as exc:
             stopper.reason = f"the loss diverged ({exc}); kept the best earlier epoch"
             selecting = False  # nothing more to train; the pick so far stands
@@ -925,6 +991,15 @@ def _run(
         if folder is not None:
             _save_state(folder, chosen, trials, best_sig, best_state if improved else None)
         stopped = stopper.update(sig)
+        above = above + 1 if _above(sig, abandon_above, config) else 0
+        if above >= config.patience:
+            why = (
+                f"{chosen.candidate.label} read above it for {above} epochs in a row after"
+                f" epoch {config.min_epochs}"
+            )
+            return _Outcome(
+                chosen, _mark(trials, "abandoned"), best_sig, best_state, why, abandoned=True
+            )
     if selecting and not every:
         best_sig, best_state = _pick_by_selection(
             chosen, probe, config, [*tail, (best_sig, best_state)]
@@ -936,10 +1011,36 @@ def _run(
     return _Outcome(chosen, trials, best_sig, best_state, stopper.reason)
 
 
-def _beaten(trials: list[Trial]) -> list[Trial]:
-    """``trials`` with their chosen candidate marked ``beaten``: trained in full, but the
-    other policy's kept state read better on the selection sample."""
-    return [dataclasses.replace(t, status="beaten") if t.status == "chosen" else t for t in trials]
+def _worse_already(sig: EpochSignals, bound: float | None) -> bool:
+    """Whether a probe epoch of a second BatchNorm policy already reads above ``bound`` (the
+    first policy's kept state) on rotated forget images, forgetting or not: a state that has
+    moved less reads lower, so one that reads higher this early keeps the original's behaviour
+    worse. Measured at lr 0.001 (``docs/bench/bn_policy_proxy_cpu.md``): train mode read above
+    frozen's kept state within two epochs on SmallCNN 3, 5 and 8, the zoo BatchNorm CNN 3 and
+    ResNet-18 5, and would have ended lower only on SmallCNN 5, where both policies lose under
+    0.2 points; on the BatchNorm CNN 5, where frozen statistics lose 3.7, it never did."""
+    turned = sig.rotated_retention
+    return bound is not None and turned is not None and turned > bound
+
+
+def _above(sig: EpochSignals, bound: float | None, config: SelectionConfig) -> bool:
+    """Whether ``sig`` counts against a second BatchNorm policy: forgotten, past
+    ``min_epochs`` (the dip after forgetting is over), and its retention term on rotated
+    forget images above ``bound``."""
+    turned = sig.rotated_retention
+    return (
+        bound is not None
+        and turned is not None
+        and sig.epoch >= config.min_epochs
+        and sig.forget_acc <= config.forget_threshold
+        and turned > bound
+    )
+
+
+def _mark(trials: list[Trial], status: str) -> list[Trial]:
+    """``trials`` with their chosen candidate given ``status``: ``beaten`` (trained in full,
+    but the other BatchNorm policy's kept state read better) or ``abandoned``."""
+    return [dataclasses.replace(t, status=status) if t.status == "chosen" else t for t in trials]
 
 
 def _fall_back(
@@ -951,9 +1052,11 @@ def _fall_back(
     fallback: tuple[Candidate, ...],
     progress: bool,
 ) -> _Outcome:
-    """When ``first`` reads more than ``bn_fallback_drop`` points below the original on the
-    selection sample, run ``fallback`` too and keep whichever reads better (ties keep
-    ``first``); both runs' trials are reported."""
+    """With a selection sample, when ``first`` reads more than ``bn_fallback_drop`` points
+    below the original on it, run ``fallback`` too and keep whichever reads better (ties keep
+    ``first``); without one, :func:`_fall_back_rotated`. Both runs' trials are reported."""
+    if probe.selection_inputs is None:
+        return _fall_back_rotated(first, factory, ctx, probe, config, fallback, progress)
     original = probe.original_selection_acc
     acc = first.best.selection_acc
     limit = config.bn_fallback_drop
@@ -975,9 +1078,78 @@ def _fall_back(
         f" {'kept' if better else 'not kept'}"
     )
     trials = (
-        _beaten(first.trials) + second.trials if better else first.trials + _beaten(second.trials)
+        _mark(first.trials, "beaten") + second.trials
+        if better
+        else first.trials + _mark(second.trials, "beaten")
     )
     return dataclasses.replace(kept, trials=trials, reason=kept.reason + note)
+
+
+def _with_rotated(outcome: _Outcome, probe: ProbeSet) -> _Outcome:
+    """``outcome`` with its kept state's retention term on rotated forget images read (the
+    first run does not read it every epoch: only its kept state is compared)."""
+    live = outcome.chosen
+    live.ctx.student.load_state_dict(outcome.state)
+    turned = rotated_reading(live.ctx.student, probe, live.ctx.forget_classes, live.ctx.device)
+    best = dataclasses.replace(outcome.best, rotated_retention=turned)
+    live.signals = [best if s.epoch == best.epoch else s for s in live.signals]
+    return dataclasses.replace(outcome, best=best)
+
+
+def _fall_back_rotated(
+    first: _Outcome,
+    factory: MethodFactory,
+    ctx: UnlearnContext,
+    probe: ProbeSet,
+    config: SelectionConfig,
+    fallback: tuple[Candidate, ...],
+    progress: bool,
+) -> _Outcome:
+    """Forget data only: probe ``fallback`` and train it on only when its retention term on
+    rotated forget images reads below ``first``'s kept state's; keep the forgotten state with
+    the lower term (ties keep ``first``)."""
+    if not fallback or not config.bn_fallback_rotated:
+        return first
+    first = _with_rotated(first, probe)
+    bound = first.best.rotated_retention
+    if bound is None:
+        return first
+    second = _run(
+        factory,
+        ctx,
+        probe,
+        dataclasses.replace(config, candidates=fallback),
+        progress,
+        None,  # not checkpointed: a killed run resumes the first policy and runs this again
+        abandon_above=bound,
+    )
+    turned = second.best.rotated_retention
+    read = "nothing" if turned is None else f"{turned:.3f}"
+    better = (
+        not second.abandoned
+        and turned is not None
+        and second.best.forget_acc <= config.forget_threshold
+        and turned < bound
+    )
+    if second.abandoned:
+        outcome = f"{second.reason} and was abandoned"
+    else:
+        outcome = (
+            f"{second.chosen.candidate.label}, kept epoch {second.best.epoch}, read {read}:"
+            f" {'kept' if better else 'not kept'}"
+        )
+    note = (
+        f"; BatchNorm in train mode was probed too, judged by the retention term on rotated"
+        f" forget images (frozen statistics' kept epoch read {bound:.3f}; train mode: {outcome})"
+    )
+    if better:
+        return dataclasses.replace(
+            second,
+            trials=_mark(first.trials, "beaten") + second.trials,
+            reason=second.reason + note,
+        )
+    trials = first.trials + (second.trials if second.abandoned else _mark(second.trials, "beaten"))
+    return dataclasses.replace(first, trials=trials, reason=first.reason + note)
 
 
 def select_and_train(

@@ -6,6 +6,12 @@ DELETE's loss on a forget image splits exactly into a *forgetting term*
 the model will be used, on a fixed sample of forget images; so are the forget accuracy and the
 retained-class agreement with the teacher. With a selection sample (retained images that are
 never trained on) the retained accuracy is measured as well.
+
+The retention term is also read on the forget images *rotated by 90 degrees*
+(:func:`rotated`): images the teacher assigns to other classes, so the term there measures how
+well the student keeps the teacher's behaviour away from the forgotten class, which forget
+images themselves cannot show. Measured on the zoo, it told apart the two BatchNorm policies
+where forget-only data could not (:func:`~delete.selection.auto.fallback_for`).
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ __all__ = [
     "retained_agreement",
     "forget_accuracy",
     "retained_accuracy",
+    "rotated",
+    "rotated_reading",
     "measure",
     "selection_reading",
     "worst_class_drop",
@@ -138,6 +146,8 @@ class EpochSignals:
             not read.
         selection_worst_drop: The largest drop of one class's accuracy on the selection
             sample against the original's (points), read with ``selection_acc``.
+        rotated_retention: The retention term on the rotated forget images
+            (:func:`rotated`), or ``None`` where the inputs are not square images.
     """
 
     epoch: int
@@ -147,6 +157,7 @@ class EpochSignals:
     agreement: float
     selection_acc: float | None = None
     selection_worst_drop: float | None = None
+    rotated_retention: float | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EpochSignals:
@@ -164,6 +175,7 @@ class EpochSignals:
                 )
             },
             selection_worst_drop=data.get("selection_worst_drop"),
+            rotated_retention=data.get("rotated_retention"),
         )
 
     def to_dict(self) -> dict[str, float | int | None]:
@@ -177,6 +189,9 @@ class EpochSignals:
             "selection_worst_drop": None
             if self.selection_worst_drop is None
             else round(self.selection_worst_drop, 3),
+            "rotated_retention": None
+            if self.rotated_retention is None
+            else round(self.rotated_retention, 5),
         }
 
 
@@ -193,6 +208,9 @@ class ProbeSet:
         original_selection_acc: The original model's accuracy on the selection sample.
         original_selection_classes: The original's accuracy per class on the sample
             (:func:`~delete.metrics.per_class_accuracy`; ``nan`` for a class it lacks).
+        rotated_inputs: The forget images rotated by 90 degrees (:func:`rotated`), or
+            ``None`` where they are not square images.
+        rotated_teacher: The original model's logits on them.
     """
 
     forget_inputs: Tensor
@@ -202,6 +220,8 @@ class ProbeSet:
     selection_labels: Tensor | None = None
     original_selection_acc: float | None = None
     original_selection_classes: Tensor | None = None
+    rotated_inputs: Tensor | None = None
+    rotated_teacher: Tensor | None = None
 
     @classmethod
     def gather(
@@ -223,8 +243,10 @@ class ProbeSet:
                 f"{tuple(teacher.shape)}; pass lr= and epochs= (e.g. the task's TaskSpec"
                 ".delete_hparams) to run a fixed setting"
             )
+        turned = rotated(fx)
+        turned_teacher = None if turned is None else _logits(original, turned, device)
         if selection_loader is None:
-            return cls(fx, fy, teacher)
+            return cls(fx, fy, teacher, rotated_inputs=turned, rotated_teacher=turned_teacher)
         sx, sy = _take(selection_loader, max_selection)
         logits = _logits(original, sx, device)
         return cls(
@@ -235,7 +257,24 @@ class ProbeSet:
             sy,
             retained_accuracy(logits, sy),
             per_class_accuracy(logits, sy, logits.shape[1]),
+            turned,
+            turned_teacher,
         )
+
+
+def rotated(images: Tensor) -> Tensor | None:
+    """``images`` rotated by 90 degrees, or ``None`` unless they are a batch of square images
+    (``N, C, H, H``), the only shape a rotation keeps.
+
+    Example:
+        >>> rotated(torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])).tolist()
+        [[[[2.0, 4.0], [1.0, 3.0]]]]
+        >>> rotated(torch.zeros(2, 3, 4, 5)) is None, rotated(torch.zeros(2, 8)) is None
+        (True, True)
+    """
+    if images.dim() != 4 or images.shape[-1] != images.shape[-2]:
+        return None
+    return torch.rot90(images, 1, (2, 3))
 
 
 def _take(loader: Iterable[tuple[Tensor, Tensor]], limit: int) -> tuple[Tensor, Tensor]:
@@ -277,6 +316,16 @@ def selection_reading(
     return retained_accuracy(logits, probe.selection_labels), worst
 
 
+def rotated_reading(
+    student: nn.Module, probe: ProbeSet, forget_classes: tuple[int, ...], device: torch.device
+) -> float | None:
+    """The retention term on the probe's rotated forget images, or ``None`` without them."""
+    if probe.rotated_inputs is None or probe.rotated_teacher is None:
+        return None
+    logits = _logits(student, probe.rotated_inputs, device)
+    return retention_term(logits, probe.rotated_teacher, forget_classes)
+
+
 def measure(
     student: nn.Module,
     probe: ProbeSet,
@@ -285,6 +334,7 @@ def measure(
     epoch: int,
     *,
     with_selection: bool = True,
+    with_rotated: bool = False,
 ) -> EpochSignals:
     """The student's :class:`EpochSignals` on ``probe`` (eval mode, no gradients).
 
@@ -292,10 +342,13 @@ def measure(
         with_selection: Read the selection sample too (when the probe has one). It costs a
             forward pass over every image of the sample, so the selection reads it only
             where a decision needs it.
+        with_rotated: Read the retention term on the rotated forget images too (when the
+            probe has them); only a run compared with another BatchNorm policy needs it.
     """
     logits = _logits(student, probe.forget_inputs, device)
     forget_acc = forget_accuracy(logits, probe.forget_labels)
     reading = selection_reading(student, probe, device) if with_selection else None
+    turned = rotated_reading(student, probe, forget_classes, device) if with_rotated else None
     return EpochSignals(
         epoch=epoch,
         forget_acc=forget_acc,
@@ -304,4 +357,5 @@ def measure(
         agreement=retained_agreement(logits, probe.teacher_logits, forget_classes),
         selection_acc=None if reading is None else reading[0],
         selection_worst_drop=None if reading is None else reading[1],
+        rotated_retention=turned,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import pytest
 import torch
@@ -197,16 +198,21 @@ def _select_tiny(config: SelectionConfig, *, with_sample: bool = True) -> Select
     return res.selection
 
 
-def _trained_tiny() -> tuple[nn.Module, object, object]:
-    model, forget_loader, retain_loader = tiny_problem(forget=1)
-    images, labels = tiny_data(n=64)
+def _fit(model: nn.Module, inputs: Tensor, labels: Tensor, steps: int) -> nn.Module:
+    """``model`` trained full-batch with Adam for ``steps`` steps, in eval mode."""
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
-    for _ in range(150):
-        loss = nn.functional.cross_entropy(model(images), labels)
+    for _ in range(steps):
+        loss = nn.functional.cross_entropy(model(inputs), labels)
         opt.zero_grad()
         loss.backward()
         opt.step()
-    return model.eval(), forget_loader, retain_loader
+    return model.eval()
+
+
+def _trained_tiny() -> tuple[nn.Module, object, object]:
+    model, forget_loader, retain_loader = tiny_problem(forget=1)
+    images, labels = tiny_data(n=64)
+    return _fit(model, images, labels, 150), forget_loader, retain_loader
 
 
 def test_selection_stops_early_on_an_easy_case_and_says_why() -> None:
@@ -349,8 +355,9 @@ def test_a_killed_selection_resumes_after_its_probes_with_the_same_result(
     import delete.selection.auto as auto
 
     calls = {"n": 0}
-    # Epochs spent probing in the uninterrupted run (the later candidates may be skipped).
-    probed = sum(len(t.signals) for t in whole.selection.trials)
+    # Epochs the uninterrupted run spent probing frozen statistics (the later candidates may
+    # be skipped); the train-mode fallback runs after the frozen run.
+    probed = sum(len(t.signals) for t in whole.selection.trials if t.candidate.freeze_bn)
     real_epoch = auto._epoch
 
     def dying_epoch(live, probe, **kwargs):  # type: ignore[no-untyped-def]
@@ -475,6 +482,7 @@ def test_a_forget_set_of_few_steps_a_pass_is_probed_with_the_short_pass_settings
             short_probe_epochs=2,
             short_pass_factor=2,
             short_pass_steps=short_pass_steps,
+            bn_fallback_rotated=False,  # its probes may stop early: only the counts here
         )
         report = _select_tiny(config, with_sample=with_sample)
         return {len(t.signals) for t in report.trials if t.signals}
@@ -517,11 +525,14 @@ def test_the_worst_class_is_read_against_the_originals_own() -> None:
 
 
 def _fallback_run(
-    first: Candidate, second: Candidate, collapsing: set[Candidate]
+    first: Candidate, second: Candidate, collapsing: set[Candidate], *, with_sample: bool = True
 ) -> SelectionReport:
-    """The selection on the tiny problem with a sample, ``first`` as the grid and ``second``
-    as the BatchNorm fallback; the candidates in ``collapsing`` map every image to one class."""
+    """The selection on the tiny problem (with a sample, or forget data only), ``first`` as
+    the grid and ``second`` as the BatchNorm fallback; the candidates in ``collapsing`` map
+    every image to one class."""
     ctx, probe = _tiny_with_sample()
+    if not with_sample:
+        probe = ProbeSet.gather(ctx.original, ctx.forget_loader, ctx.device)
 
     def factory(c: Candidate, n: int) -> UnlearningMethod:
         if c in collapsing:
@@ -530,7 +541,7 @@ def _fallback_run(
 
     # 24 sample images (one reads 4 points): a healthy run is within 20, a collapse is not.
     config = SelectionConfig(
-        candidates=(first,), max_epochs=30, sample_every_epoch=True, bn_fallback_drop=20.0
+        candidates=(first,), max_epochs=30, sample_every_epoch=with_sample, bn_fallback_drop=20.0
     )
     _, report = select_and_train(factory, ctx, probe, config, fallback=(second,))
     return report
@@ -584,5 +595,87 @@ def test_the_fallback_runs_only_on_batchnorm_models_with_a_sample_and_a_free_bn_
         return {t.candidate.freeze_bn for t in res.selection.trials}
 
     assert policies() == {True, False}
-    assert policies(sample=False) == {True}
+    assert policies(sample=False) == {True, False}  # probed, judged on rotated images
     assert policies(freeze_bn=True) == {True}
+    config = SelectionConfig(bn_fallback_drop=-100.0, bn_fallback_rotated=False)
+    assert policies(sample=False) == {True}
+    assert policies() == {True, False}  # the sample's fallback is its own setting
+
+
+def test_forget_only_the_batchnorm_policy_that_wrecks_rotated_images_loses() -> None:
+    frozen, train = Candidate(0.1, True), Candidate(0.1, False)
+    report = _fallback_run(frozen, train, collapsing={frozen}, with_sample=False)
+    assert report.mode == "forget-only"
+    assert report.chosen == train, report.summary()
+    assert {t.candidate: t.status for t in report.trials} == {frozen: "beaten", train: "chosen"}
+    assert "judged by the retention term on rotated forget images" in report.stop_reason
+    assert report.stop_reason.endswith(": kept)"), report.stop_reason
+    assert report.final.rotated_retention is not None
+
+
+def test_forget_only_a_policy_that_reads_worse_in_its_probe_is_abandoned() -> None:
+    # Train-mode statistics keep the tiny problem healthy (see above); the collapsing policy
+    # is probed second and must stop within its probe, which is all it costs.
+    healthy, collapsing = Candidate(0.1, False), Candidate(0.1, True)
+    report = _fallback_run(healthy, collapsing, collapsing={collapsing}, with_sample=False)
+    trials = {t.candidate: t for t in report.trials}
+    assert report.chosen == healthy, report.summary()
+    assert trials[collapsing].status == "abandoned"
+    assert 1 <= len(trials[collapsing].signals) <= SelectionConfig().probe_epochs
+    assert "of its probe and was abandoned" in report.stop_reason, report.stop_reason
+
+
+def test_forget_only_without_square_images_no_second_policy_is_probed() -> None:
+    torch.manual_seed(0)
+    images, labels = tiny_data(n=64)
+    flat = images.flatten(1)  # vectors: a rotation means nothing, so nothing is compared
+    model = nn.Sequential(nn.Linear(64, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 4))
+    model = _fit(model, flat, labels, 100)
+    mask = labels == 1
+    res = run_unlearning(
+        model, loader_of(flat[mask], labels[mask]), [1], device="cpu", progress=False
+    )
+    assert res.selection is not None
+    assert {t.candidate.freeze_bn for t in res.selection.trials} == {True}
+    assert res.selection.final.rotated_retention is None
+
+
+def test_forget_only_a_second_policy_that_reads_worse_once_forgotten_is_abandoned(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import delete.selection.auto as auto
+
+    ctx, _ = _tiny_with_sample()
+    probe = ProbeSet.gather(ctx.original, ctx.forget_loader, ctx.device)  # type: ignore[arg-type]
+
+    def scripted(live: Any, probe: ProbeSet, **_: bool) -> EpochSignals:
+        # Below the bound through its probe, still forgetting; then forgotten, its retention
+        # term improving 20 % an epoch (the stopping rule never fires) but 0.5 on rotated
+        # images from epoch 4 on.
+        e = len(live.signals) + 1
+        sig = EpochSignals(
+            e,
+            forget_acc=40.0 if e <= 3 else 0.0,
+            forgetting=1.0 if e <= 3 else 0.0,
+            retention=0.8**e,
+            agreement=1.0,
+            rotated_retention=0.01 if e <= 3 else 0.5,
+        )
+        live.signals.append(sig)
+        return sig
+
+    monkeypatch.setattr(auto, "_epoch", scripted)
+    config = SelectionConfig(candidates=(Candidate(0.1, False),))  # min_epochs 10, patience 2
+    outcome = auto._run(
+        lambda c, n: create_method("delete", lr=c.lr, epochs=n),
+        ctx,
+        probe,
+        config,
+        False,
+        None,
+        abandon_above=0.1,
+    )
+    assert outcome.abandoned, outcome.reason
+    assert outcome.chosen.signals[-1].epoch == 11  # epochs 10 and 11 read above the bound
+    assert "read above it for 2 epochs in a row after epoch 10" in outcome.reason
+    assert [t.status for t in outcome.trials] == ["abandoned"]
