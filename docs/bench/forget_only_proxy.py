@@ -11,12 +11,15 @@ classes. Output of one run on this 2-core CPU: ``forget_only_proxy_cpu.md``.
 
     python docs/bench/forget_only_proxy.py
     python docs/bench/forget_only_proxy.py "small_cnn (project)" 3   # a zoo model instead
+    POLICY=train EPOCHS=20 python docs/bench/forget_only_proxy.py bn_cnn_sgd 5  # BatchNorm
+    # in train mode (bn_policy_proxy_cpu.md)
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import os
 import sys
 
 import torch
@@ -27,6 +30,10 @@ from delete.data import DatasetBundle, load_mnist5k, make_unlearning_splits
 from delete.training import make_loader
 
 FORGET = int(sys.argv[2]) if len(sys.argv) > 2 else 5
+# BatchNorm policy ("frozen" or "train"), learning rate and epochs: bn_policy_proxy_cpu.md
+POLICY = os.environ.get("POLICY", "frozen")
+LR = float(os.environ.get("LR", "1e-3"))
+EPOCHS = int(os.environ.get("EPOCHS", "30"))
 
 
 def _gn_cnn() -> nn.Module:
@@ -96,7 +103,7 @@ def main() -> None:
     retain = (sp.test_retain.images, sp.test_retain.labels)
     before = _acc(model, *retain)
     teacher, student = copy.deepcopy(model).eval(), copy.deepcopy(model)
-    opt = torch.optim.SGD(student.parameters(), lr=1e-3, momentum=0.9)
+    opt = torch.optim.SGD(student.parameters(), lr=LR, momentum=0.9)
     forget_loader = make_loader(sp.train_forget, 64, shuffle=True, seed=0)
     fx = sp.train_forget.images[:128]
     g = torch.Generator().manual_seed(0)
@@ -107,9 +114,10 @@ def main() -> None:
         "shift": torch.roll(fx, shifts=(6, 6), dims=(2, 3)),
     }
     print(json.dumps({"retained_before": before}))
-    for epoch in range(1, 31):
+    for epoch in range(1, EPOCHS + 1):
         student.train()
-        _freeze_bn(student)  # the selection's default policy
+        if POLICY == "frozen":  # the selection's first policy
+            _freeze_bn(student)
         for x, _ in forget_loader:
             loss = F.kl_div(
                 F.log_softmax(student(x), 1), _masked(teacher, x), reduction="batchmean"
