@@ -283,11 +283,11 @@ class SelectionConfig:
             (:func:`_worse_already`), and otherwise train it to its stopping rule; the
             forgotten kept state with the lower term wins. Forget images alone cannot tell the
             two policies apart, but the teacher assigns rotated ones to other classes, so the
-            term there follows the damage to them. Measured at
-            lr 0.001 (``docs/bench/bn_policy_proxy_cpu.md``): it put the policy that lost fewer
-            retained points lower on every zoo model and digit compared (the zoo BatchNorm CNN,
-            digit 5: frozen 0.23 and 3.9 points lost, train mode 0.03 and 1.0), and a
-            train-mode collapse (ResNet-18: 53 points lost) read 0.68 against frozen's 0.013.
+            term there follows the damage to them. Measured at lr 0.001
+            (``docs/bench/bn_policy_proxy_cpu.md``): it put the policy that lost fewer retained
+            points lower on every zoo model and digit compared (the zoo BatchNorm CNN, digit 5:
+            frozen 0.23 and 3.9 points lost, train mode 0.03 and 1.0), and a train-mode
+            collapse (ResNet-18: 53 points lost) read 0.68 against frozen's 0.013.
             It costs one or two train-mode epochs where train mode reads worse (SmallCNN, 3
             digits: 48 epochs in all instead of 44). ``False`` never probes it.
         sample_every_epoch: With a selection sample, read it after every epoch (it then holds
@@ -1065,9 +1065,12 @@ def _fall_back(
     if original - acc <= limit:
         return first
     # Not checkpointed: a killed run resumes the first policy and runs this one again.
-    second = _run(
-        factory, ctx, probe, dataclasses.replace(config, candidates=fallback), progress, None
-    )
+    try:
+        second = _run(
+            factory, ctx, probe, dataclasses.replace(config, candidates=fallback), progress, None
+        )
+    except NonFiniteLossError as exc:
+        return _diverged(first, exc)
     better = _sample_score(second.best, config) > _sample_score(first.best, config)
     kept = second if better else first
     read = second.best.selection_acc
@@ -1083,6 +1086,13 @@ def _fall_back(
         else first.trials + _mark(second.trials, "beaten")
     )
     return dataclasses.replace(kept, trials=trials, reason=kept.reason + note)
+
+
+def _diverged(first: _Outcome, exc: NonFiniteLossError) -> _Outcome:
+    """``first``, kept because every BatchNorm-in-train-mode candidate diverged: a second
+    policy's failure never costs the request the first one's result."""
+    note = f"; BatchNorm in train mode was tried too and diverged ({one_line(exc)}): not kept"
+    return dataclasses.replace(first, reason=first.reason + note)
 
 
 def _with_rotated(outcome: _Outcome, probe: ProbeSet) -> _Outcome:
@@ -1114,15 +1124,18 @@ def _fall_back_rotated(
     bound = first.best.rotated_retention
     if bound is None:
         return first
-    second = _run(
-        factory,
-        ctx,
-        probe,
-        dataclasses.replace(config, candidates=fallback),
-        progress,
-        None,  # not checkpointed: a killed run resumes the first policy and runs this again
-        abandon_above=bound,
-    )
+    try:
+        second = _run(
+            factory,
+            ctx,
+            probe,
+            dataclasses.replace(config, candidates=fallback),
+            progress,
+            None,  # not checkpointed: a killed run resumes the first policy and runs this again
+            abandon_above=bound,
+        )
+    except NonFiniteLossError as exc:
+        return _diverged(first, exc)
     turned = second.best.rotated_retention
     read = "nothing" if turned is None else f"{turned:.3f}"
     better = (

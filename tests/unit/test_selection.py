@@ -524,8 +524,22 @@ def test_the_worst_class_is_read_against_the_originals_own() -> None:
     assert selection_reading(model, probe, torch.device("cpu")) == (25.0, 100.0)
 
 
+class _Diverge(UnlearningMethod):
+    """A loss that is NaN from the first step."""
+
+    name = "diverge-test"
+
+    def training_step(self, batch: Batch, ctx: UnlearnContext) -> Tensor:
+        return ctx.student(batch.inputs).sum() * float("nan")
+
+
 def _fallback_run(
-    first: Candidate, second: Candidate, collapsing: set[Candidate], *, with_sample: bool = True
+    first: Candidate,
+    second: Candidate,
+    collapsing: set[Candidate],
+    *,
+    with_sample: bool = True,
+    diverging: frozenset[Candidate] = frozenset(),
 ) -> SelectionReport:
     """The selection on the tiny problem (with a sample, or forget data only), ``first`` as
     the grid and ``second`` as the BatchNorm fallback; the candidates in ``collapsing`` map
@@ -537,6 +551,8 @@ def _fallback_run(
     def factory(c: Candidate, n: int) -> UnlearningMethod:
         if c in collapsing:
             return _Collapse(create_method("delete", epochs=n).config)
+        if c in diverging:
+            return _Diverge(create_method("delete", epochs=n).config)
         return create_method("delete", lr=c.lr, freeze_bn=c.freeze_bn, epochs=n, grad_clip=1.0)
 
     # 24 sample images (one reads 4 points): a healthy run is within 20, a collapse is not.
@@ -679,3 +695,19 @@ def test_forget_only_a_second_policy_that_reads_worse_once_forgotten_is_abandone
     assert outcome.chosen.signals[-1].epoch == 11  # epochs 10 and 11 read above the bound
     assert "read above it for 2 epochs in a row after epoch 10" in outcome.reason
     assert [t.status for t in outcome.trials] == ["abandoned"]
+
+
+@pytest.mark.parametrize("with_sample", [True, False], ids=["selection-sample", "forget-only"])
+def test_a_fallback_that_diverges_keeps_the_first_policys_result(with_sample: bool) -> None:
+    # With the sample the first policy must read short for the fallback to run: it collapses.
+    first, second = Candidate(0.1, not with_sample), Candidate(0.1, with_sample)
+    report = _fallback_run(
+        first,
+        second,
+        collapsing={first} if with_sample else set(),
+        with_sample=with_sample,
+        diverging=frozenset({second}),
+    )
+    assert report.chosen == first, report.summary()
+    assert "BatchNorm in train mode was tried too and diverged" in report.stop_reason
+    assert report.stop_reason.endswith(": not kept"), report.stop_reason
