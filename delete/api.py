@@ -257,6 +257,8 @@ def _run_selection(
         selection_loader=selection_loader,
         max_forget=config.max_forget_probe,
         max_selection=config.max_selection,
+        # The rotated forget images judge the BatchNorm fallback without a sample only.
+        rotate=bool(fallback) and selection_loader is None,
     )
     return _select_and_train(
         _candidate_method(method, hparams, config),

@@ -1027,13 +1027,10 @@ def _above(sig: EpochSignals, bound: float | None, config: SelectionConfig) -> b
     """Whether ``sig`` counts against a second BatchNorm policy: forgotten, past
     ``min_epochs`` (the dip after forgetting is over), and its retention term on rotated
     forget images above ``bound``."""
-    turned = sig.rotated_retention
     return (
-        bound is not None
-        and turned is not None
-        and sig.epoch >= config.min_epochs
+        sig.epoch >= config.min_epochs
         and sig.forget_acc <= config.forget_threshold
-        and turned > bound
+        and _worse_already(sig, bound)
     )
 
 
@@ -1052,40 +1049,106 @@ def _fall_back(
     fallback: tuple[Candidate, ...],
     progress: bool,
 ) -> _Outcome:
-    """With a selection sample, when ``first`` reads more than ``bn_fallback_drop`` points
-    below the original on it, run ``fallback`` too and keep whichever reads better (ties keep
-    ``first``); without one, :func:`_fall_back_rotated`. Both runs' trials are reported."""
-    if probe.selection_inputs is None:
-        return _fall_back_rotated(first, factory, ctx, probe, config, fallback, progress)
-    original = probe.original_selection_acc
-    acc = first.best.selection_acc
-    limit = config.bn_fallback_drop
-    if not fallback or limit is None or original is None or acc is None:
+    """Run ``fallback`` (BatchNorm in train mode) as a second selection and keep whichever
+    policy's kept state reads better; both runs' trials are reported.
+
+    With a selection sample it runs only when ``first`` reads more than ``bn_fallback_drop``
+    points below the original on it, and the sample judges (:func:`_by_sample`). Without one
+    (``bn_fallback_rotated``) the retention term on rotated forget images judges
+    (:func:`_by_rotated`), and the second run is abandoned as soon as it reads above
+    ``first``'s kept state there. Ties keep ``first``; so does a second run that diverges.
+    """
+    if not fallback:
         return first
-    if original - acc <= limit:
-        return first
-    # Not checkpointed: a killed run resumes the first policy and runs this one again.
+    bound: float | None = None
+    if probe.selection_inputs is not None:
+        if not _short_for_fallback(first, probe, config):
+            return first
+    else:
+        if not config.bn_fallback_rotated:
+            return first
+        first = _with_rotated(first, probe)
+        bound = first.best.rotated_retention
+        if bound is None:  # no square images: nothing to compare on
+            return first
     try:
         second = _run(
-            factory, ctx, probe, dataclasses.replace(config, candidates=fallback), progress, None
+            factory,
+            ctx,
+            probe,
+            dataclasses.replace(config, candidates=fallback),
+            progress,
+            None,  # not checkpointed: a killed run resumes the first policy and runs this again
+            abandon_above=bound,
         )
     except NonFiniteLossError as exc:
         return _diverged(first, exc)
+    if bound is None:
+        better, note = _by_sample(first, second, probe, config)
+    else:
+        better, note = _by_rotated(first, second, bound, config)
+    if better:
+        return dataclasses.replace(
+            second,
+            trials=_mark(first.trials, "beaten") + second.trials,
+            reason=second.reason + note,
+        )
+    lost = second.trials if second.abandoned else _mark(second.trials, "beaten")
+    return dataclasses.replace(first, trials=first.trials + lost, reason=first.reason + note)
+
+
+def _short_for_fallback(first: _Outcome, probe: ProbeSet, config: SelectionConfig) -> bool:
+    """Whether ``first``'s kept state reads more than ``bn_fallback_drop`` points below the
+    original on the selection sample."""
+    original, acc = probe.original_selection_acc, first.best.selection_acc
+    limit = config.bn_fallback_drop
+    if limit is None or original is None or acc is None:
+        return False
+    return original - acc > limit
+
+
+def _by_sample(
+    first: _Outcome, second: _Outcome, probe: ProbeSet, config: SelectionConfig
+) -> tuple[bool, str]:
+    """Whether ``second`` reads better than ``first`` on the selection sample, and the stop
+    reason's clause saying what each read."""
     better = _sample_score(second.best, config) > _sample_score(first.best, config)
-    kept = second if better else first
-    read = second.best.selection_acc
+    original = probe.original_selection_acc or 0.0
+    acc, read = first.best.selection_acc or 0.0, second.best.selection_acc
+    second_read = "" if read is None else f"{original - read:.1f} points below"
     note = (
         f"; with frozen BatchNorm statistics the selection sample read {original - acc:.1f}"
-        f" points below the original (more than {limit:g}), so BatchNorm in train mode was"
-        f" tried too ({'' if read is None else f'{original - read:.1f} points below'}) and"
-        f" {'kept' if better else 'not kept'}"
+        f" points below the original (more than {config.bn_fallback_drop:g}), so BatchNorm in"
+        f" train mode was tried too ({second_read}) and {'kept' if better else 'not kept'}"
     )
-    trials = (
-        _mark(first.trials, "beaten") + second.trials
-        if better
-        else first.trials + _mark(second.trials, "beaten")
+    return better, note
+
+
+def _by_rotated(
+    first: _Outcome, second: _Outcome, bound: float, config: SelectionConfig
+) -> tuple[bool, str]:
+    """Whether ``second`` (not abandoned, forgotten) reads below ``bound``, ``first``'s kept
+    state's retention term on rotated forget images, and the stop reason's clause."""
+    turned = second.best.rotated_retention
+    better = (
+        not second.abandoned
+        and turned is not None
+        and second.best.forget_acc <= config.forget_threshold
+        and turned < bound
     )
-    return dataclasses.replace(kept, trials=trials, reason=kept.reason + note)
+    if second.abandoned:
+        outcome = f"{second.reason} and was abandoned"
+    else:
+        read = "nothing" if turned is None else f"{turned:.3f}"
+        outcome = (
+            f"{second.chosen.candidate.label}, kept epoch {second.best.epoch}, read {read}:"
+            f" {'kept' if better else 'not kept'}"
+        )
+    note = (
+        f"; BatchNorm in train mode was probed too, judged by the retention term on rotated"
+        f" forget images (frozen statistics' kept epoch read {bound:.3f}; train mode: {outcome})"
+    )
+    return better, note
 
 
 def _diverged(first: _Outcome, exc: NonFiniteLossError) -> _Outcome:
@@ -1104,65 +1167,6 @@ def _with_rotated(outcome: _Outcome, probe: ProbeSet) -> _Outcome:
     best = dataclasses.replace(outcome.best, rotated_retention=turned)
     live.signals = [best if s.epoch == best.epoch else s for s in live.signals]
     return dataclasses.replace(outcome, best=best)
-
-
-def _fall_back_rotated(
-    first: _Outcome,
-    factory: MethodFactory,
-    ctx: UnlearnContext,
-    probe: ProbeSet,
-    config: SelectionConfig,
-    fallback: tuple[Candidate, ...],
-    progress: bool,
-) -> _Outcome:
-    """Forget data only: probe ``fallback`` and train it on only when its retention term on
-    rotated forget images reads below ``first``'s kept state's; keep the forgotten state with
-    the lower term (ties keep ``first``)."""
-    if not fallback or not config.bn_fallback_rotated:
-        return first
-    first = _with_rotated(first, probe)
-    bound = first.best.rotated_retention
-    if bound is None:
-        return first
-    try:
-        second = _run(
-            factory,
-            ctx,
-            probe,
-            dataclasses.replace(config, candidates=fallback),
-            progress,
-            None,  # not checkpointed: a killed run resumes the first policy and runs this again
-            abandon_above=bound,
-        )
-    except NonFiniteLossError as exc:
-        return _diverged(first, exc)
-    turned = second.best.rotated_retention
-    read = "nothing" if turned is None else f"{turned:.3f}"
-    better = (
-        not second.abandoned
-        and turned is not None
-        and second.best.forget_acc <= config.forget_threshold
-        and turned < bound
-    )
-    if second.abandoned:
-        outcome = f"{second.reason} and was abandoned"
-    else:
-        outcome = (
-            f"{second.chosen.candidate.label}, kept epoch {second.best.epoch}, read {read}:"
-            f" {'kept' if better else 'not kept'}"
-        )
-    note = (
-        f"; BatchNorm in train mode was probed too, judged by the retention term on rotated"
-        f" forget images (frozen statistics' kept epoch read {bound:.3f}; train mode: {outcome})"
-    )
-    if better:
-        return dataclasses.replace(
-            second,
-            trials=_mark(first.trials, "beaten") + second.trials,
-            reason=second.reason + note,
-        )
-    trials = first.trials + (second.trials if second.abandoned else _mark(second.trials, "beaten"))
-    return dataclasses.replace(first, trials=trials, reason=first.reason + note)
 
 
 def select_and_train(

@@ -233,8 +233,11 @@ class ProbeSet:
         selection_loader: Iterable[tuple[Tensor, Tensor]] | None = None,
         max_forget: int = 512,
         max_selection: int = 2048,
+        rotate: bool = True,
     ) -> ProbeSet:
-        """Take the first ``max_forget`` forget images and the selection sample."""
+        """Take the first ``max_forget`` forget images and the selection sample; with
+        ``rotate``, their rotated copies and the original's logits on them too (a forward
+        pass that only a run compared with another BatchNorm policy needs)."""
         fx, fy = _take(forget_loader, max_forget)
         teacher = _logits(original, fx, device)
         if teacher.dim() != 2:
@@ -243,7 +246,7 @@ class ProbeSet:
                 f"{tuple(teacher.shape)}; pass lr= and epochs= (e.g. the task's TaskSpec"
                 ".delete_hparams) to run a fixed setting"
             )
-        turned = rotated(fx)
+        turned = rotated(fx) if rotate else None
         turned_teacher = None if turned is None else _logits(original, turned, device)
         if selection_loader is None:
             return cls(fx, fy, teacher, rotated_inputs=turned, rotated_teacher=turned_teacher)
