@@ -108,6 +108,11 @@ class UnlearnContext:
         num_classes: Width of the model's output.
         device: Where training runs.
         generator: Seeded CPU generator for the method's own randomness.
+        state: The method's own state for this run.
+        shared: What every run of one request may reuse, because it depends on neither the
+            candidate nor the training so far (DELETE's teacher logits on the forget images).
+            The automatic selection hands one dict to all its runs; each run keeps its own
+            ``state``.
     """
 
     student: nn.Module
@@ -119,6 +124,7 @@ class UnlearnContext:
     device: torch.device
     generator: torch.Generator
     state: dict[str, Any] = field(default_factory=dict)
+    shared: dict[str, Any] = field(default_factory=dict)
 
     @property
     def retain_classes(self) -> tuple[int, ...]:

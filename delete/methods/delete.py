@@ -63,16 +63,23 @@ class DeleteMethod(UnlearningMethod):
     def prepare(self, ctx: UnlearnContext) -> None:
         if not self.config.cache_teacher:
             return
-        inputs, targets, logits = [], [], []
-        batch_size = 0
-        with torch.no_grad():
-            for x, y in ctx.forget_loader:
-                batch_size = max(batch_size, len(x))
-                inputs.append(x)
-                targets.append(y)
-                logits.append(ctx.original(x.to(ctx.device)).float().cpu())
-        ctx.state["delete_cache"] = (torch.cat(inputs), torch.cat(targets), torch.cat(logits))
-        ctx.state["delete_batch_size"] = batch_size
+        # The teacher's logits are the same for every candidate of a selection: the first
+        # run computes them, the others (other learning rates, the other BatchNorm policy)
+        # reuse them and the order they were drawn in.
+        if "delete_cache" not in ctx.shared:
+            inputs, targets, logits = [], [], []
+            batch_size = 0
+            with torch.no_grad():
+                for x, y in ctx.forget_loader:
+                    batch_size = max(batch_size, len(x))
+                    inputs.append(x)
+                    targets.append(y)
+                    logits.append(ctx.original(x.to(ctx.device)).float().cpu())
+            ctx.shared["delete_cache"] = (
+                (torch.cat(inputs), torch.cat(targets), torch.cat(logits)),
+                batch_size,
+            )
+        ctx.state["delete_cache"], ctx.state["delete_batch_size"] = ctx.shared["delete_cache"]
 
     def batches(self, ctx: UnlearnContext, epoch: int) -> Iterator[Batch]:
         if not self.config.cache_teacher:

@@ -98,6 +98,35 @@ def test_the_selection_sample_picks_the_forgotten_state_it_classifies_best() -> 
     assert kept.epoch == 7
 
 
+def test_states_the_sample_reads_within_one_image_of_each_other_are_ranked_by_delete_loss() -> None:
+    from delete.selection.auto import _Live, _pick_by_selection
+
+    # A sample of four images, two a class: one image is 25 points overall, 50 on its class.
+    inputs, labels = torch.eye(4), torch.tensor([0, 0, 1, 1])
+    right = {"weight": torch.tensor([[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0]])}
+    one_wrong = {"weight": torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 1.0, 1.0]])}
+    two_wrong = {"weight": torch.tensor([[1.0, 0.0, 0.0, 1.0], [0.0, 1.0, 1.0, 0.0]])}
+    original_classes = torch.tensor([100.0, 100.0])
+    probe = ProbeSet(inputs, labels, inputs, inputs, labels, 100.0, original_classes)
+    model = nn.Linear(4, 2, bias=False)
+    # Epoch 6 has the lower DELETE loss on the forget images (retention 0.05 against 0.2).
+    signals = [_sig(5, 0.0, 0.2), _sig(6, 0.0, 0.05)]
+
+    live = _Live(Candidate(0.01), _tiny_ctx(model, None), None, list(signals))  # type: ignore[arg-type]
+    kept, state = _pick_by_selection(
+        live, probe, SelectionConfig(), [(signals[0], right), (signals[1], one_wrong)]
+    )
+    # One image apart: the sample cannot tell them apart, DELETE's loss decides.
+    assert kept.epoch == 6 and torch.equal(state["weight"], one_wrong["weight"])
+
+    live = _Live(Candidate(0.01), _tiny_ctx(model, None), None, list(signals))  # type: ignore[arg-type]
+    kept, state = _pick_by_selection(
+        live, probe, SelectionConfig(), [(signals[0], right), (signals[1], two_wrong)]
+    )
+    # Two images apart: the sample decides.
+    assert kept.epoch == 5 and torch.equal(state["weight"], right["weight"])
+
+
 def test_the_selection_sample_is_read_only_where_a_decision_needs_it() -> None:
     # Tolerances no state misses: the run never goes on past the forget-only rule.
     # short_pass_steps=0: the long-pass rule (the tiny forget set is one step a pass).
@@ -711,3 +740,39 @@ def test_a_fallback_that_diverges_keeps_the_first_policys_result(with_sample: bo
     assert report.chosen == first, report.summary()
     assert "BatchNorm in train mode was tried too and diverged" in report.stop_reason
     assert report.stop_reason.endswith(": not kept"), report.stop_reason
+
+
+class _CountingLoader:
+    """A loader that counts the passes made over it."""
+
+    def __init__(self, loader: Any) -> None:
+        self.loader, self.passes = loader, 0
+
+    def __iter__(self) -> Any:
+        self.passes += 1
+        return iter(self.loader)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+
+@pytest.mark.parametrize("fallback", [False, True])
+def test_the_teacher_is_run_over_the_forget_images_once_per_request(fallback: bool) -> None:
+    model, forget_loader, _ = _trained_tiny()
+    counting = _CountingLoader(forget_loader)
+    res = run_unlearning(
+        model,
+        counting,  # type: ignore[arg-type]
+        [1],
+        device="cpu",
+        progress=False,
+        cache_teacher=True,
+        # A BatchNorm model with square images: with the fallback on, a second run follows.
+        selection=SelectionConfig(bn_fallback_rotated=fallback, max_epochs=12),
+    )
+    assert res.selection is not None
+    runs = {t.candidate.freeze_bn for t in res.selection.trials if t.signals}
+    assert runs == ({True, False} if fallback else {True})
+    # One pass to check the first batch, one to gather the probe, one to cache the teacher's
+    # logits, however many runs.
+    assert counting.passes == 3
