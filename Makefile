@@ -44,6 +44,8 @@ bench: $(STAMP) ## Quick benchmarks: methods, applications, pipeline overhead, m
 	$(PY) -m delete.bench.backdoor_repair --out bench_results
 	$(PY) -m flows.bench_pipeline --out bench_results
 	$(PY) -m delete.bench.zoo_bench --out bench_results --threads 1
+	$(PY) -m delete.bench.zoo_bench --out bench_results/short_forget_sets --threads 1 \
+		--models "small_cnn (project),plain_cnn" --forget-images 128 --paper-classes 0
 	$(PY) -m flows.bench_hosts --out bench_results
 	$(MAKE) bench-scale
 

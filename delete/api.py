@@ -247,9 +247,10 @@ def _run_selection(
 ) -> tuple[EngineResult, SelectionReport]:
     """The automatic selection; a pinned ``lr`` or ``freeze_bn`` narrows its candidates."""
     fallback = fallback_for(ctx.student, hparams, config)
-    config = dataclasses.replace(
-        config, candidates=candidates_for(ctx.student, hparams, config)
-    ).per_pass(_steps_per_pass(ctx.forget_loader), with_sample=selection_loader is not None)
+    base = dataclasses.replace(config, candidates=candidates_for(ctx.student, hparams, config))
+    steps, with_sample = _steps_per_pass(ctx.forget_loader), selection_loader is not None
+    config = base.per_pass(steps, with_sample=with_sample)
+    forget_only = base.forget_only_too(steps, with_sample=with_sample)
     probe = ProbeSet.gather(
         original,
         ctx.forget_loader,
@@ -257,8 +258,8 @@ def _run_selection(
         selection_loader=selection_loader,
         max_forget=config.max_forget_probe,
         max_selection=config.max_selection,
-        # The rotated forget images judge the BatchNorm fallback without a sample only.
-        rotate=bool(fallback) and selection_loader is None,
+        # The rotated forget images judge the BatchNorm fallback of a run without the sample.
+        rotate=bool(fallback) and (not with_sample or forget_only is not None),
     )
     return _select_and_train(
         _candidate_method(method, hparams, config),
@@ -268,6 +269,7 @@ def _run_selection(
         progress=progress,
         checkpoint_dir=checkpoint_dir,
         fallback=fallback,
+        forget_only=forget_only,
     )
 
 

@@ -10,6 +10,11 @@ own recipe on the retained training images), in two modes:
   used only to select (the test split is what is reported);
 
 and the paper-faithful fixed row (lr 1e-4, 20 epochs, BatchNorm in train mode, no clipping).
+
+``--forget-images N`` keeps the first ``N`` training images of each forget class only: a short
+forget set (128 images are 2 optimizer steps a pass), where the selection's short-pass rules
+apply (``SelectionConfig.per_pass``, ``short_forget_only``); test-forget is still the whole
+class's test images.
 """
 
 from __future__ import annotations
@@ -83,8 +88,10 @@ def run_zoo_bench(
     *,
     paper_classes: int = 1,
     out: Path | None = None,
+    forget_images: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Run the table; returns its rows and writes ``zoo.csv``/``zoo.md`` under ``out``."""
+    """Run the table; returns its rows and writes ``zoo.csv``/``zoo.md`` under ``out``.
+    ``forget_images`` keeps that many of each forget class's training images."""
     bundle = load_mnist5k(augment=False)
     rows: list[dict[str, Any]] = []
     for name in models:
@@ -92,6 +99,9 @@ def run_zoo_bench(
         retrain_s, retrain_acc = _retrain_seconds(name, bundle, classes[0])
         for i, cls in enumerate(classes):
             splits = make_unlearning_splits(bundle.train, bundle.test, [cls])
+            forget_set = splits.train_forget
+            if forget_images is not None:
+                forget_set = forget_set.subset(torch.arange(min(forget_images, len(forget_set))))
             before = _accuracy(model, splits.test_retain)
             g = torch.Generator().manual_seed(0)
             idx = torch.randperm(len(splits.train_retain), generator=g)[:SELECTION_SAMPLE_SIZE]
@@ -109,7 +119,7 @@ def run_zoo_bench(
             if i < paper_classes:
                 modes.append(("paper-fixed", dict(PAPER_FAITHFUL)))
             for mode, kwargs in modes:
-                forget_loader = make_loader(splits.train_forget, 64, shuffle=True, seed=0)
+                forget_loader = make_loader(forget_set, 64, shuffle=True, seed=0)
                 result = run_unlearning(
                     model,
                     forget_loader,
@@ -125,6 +135,7 @@ def run_zoo_bench(
                     "model": name,
                     "norm": "batchnorm" if name == SMALL_CNN else ZOO[name].norm_family,
                     "forget_class": cls,
+                    "forget_images": len(forget_set),
                     "mode": mode,
                     "test_forget": _accuracy(result.model, splits.test_forget),
                     "retain_before": before,
@@ -211,6 +222,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--classes", default="3,5,8")
     parser.add_argument("--paper-classes", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--forget-images", type=int, default=None)
     parser.add_argument("--out", type=Path, default=Path("bench_results"))
     args = parser.parse_args(argv)
     if args.threads:
@@ -220,6 +232,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         [int(c) for c in args.classes.split(",")],
         paper_classes=args.paper_classes,
         out=args.out,
+        forget_images=args.forget_images,
     )
 
 

@@ -1,7 +1,8 @@
 """DELETE's defaults on models trained with outside recipes, one per normalisation family.
 
 Each model is trained here (AdamW, label smoothing: not the project's SGD recipe) on real
-handwritten digits; ``delete.unlearn`` then runs with its defaults, forget images only.
+handwritten digits; ``delete.unlearn`` then runs with its defaults, forget images only (and,
+in the last tests, with a selection sample, the pipeline's mode).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from torch import nn
 import delete
 from delete.bench.zoo import BNCNN, Gray2RGB, Normalized, PlainCNN
 from delete.data import DatasetBundle, load_digits, load_mnist5k, make_unlearning_splits
+from delete.selection import SelectionConfig
 from delete.training import make_loader
 
 pytestmark = pytest.mark.slow
@@ -160,3 +162,33 @@ def test_a_batchnorm_model_that_frozen_statistics_hurt_keeps_its_accuracy(
     assert result.selection is not None and not result.selection.chosen.freeze_bn
     assert _acc(result.model, splits.test_forget) < 5.0
     assert retain_before - _acc(result.model, splits.test_retain) <= 2.0
+
+
+@pytest.mark.parametrize("family", ["batchnorm", "none"])
+def test_with_a_sample_a_short_forget_set_stays_within_one_point(
+    family: str, datasets: dict[str, DatasetBundle]
+) -> None:
+    """The pipeline's mode on a short forget set: 8x8 digits, 3 optimizer steps a pass, a
+    500-image sample of retained training images the model reads near 100 %. Measured, digit 3:
+    the sample rule alone took lr 0.01 (plain CNN) or 0.003 and lost 2.17 and 1.55 points,
+    the sample unable to see it; with the forget-only rule run too (``short_forget_only``)
+    0.62 and 0.31. The issue's bound with a sample: within 1 point."""
+    torch.manual_seed(0)
+    bundle = datasets["digits"]
+    model = _train(FAMILIES[family](), bundle, epochs=20)
+    splits = make_unlearning_splits(bundle.train, bundle.test, [3])
+    retain_before = _acc(model, splits.test_retain)
+    forget_loader = make_loader(splits.train_forget, 64, shuffle=True, seed=0)
+    assert len(forget_loader) <= SelectionConfig().short_pass_steps  # the setup: a short pass
+    g = torch.Generator().manual_seed(0)
+    idx = torch.randperm(len(splits.train_retain), generator=g)[:500]
+    result = delete.run_unlearning(
+        model,
+        forget_loader,
+        [3],
+        device="cpu",
+        progress=False,
+        selection_loader=make_loader(splits.train_retain.subset(idx), 250, shuffle=False),
+    )
+    assert _acc(result.model, splits.test_forget) < 5.0
+    assert retain_before - _acc(result.model, splits.test_retain) <= 1.0, result.selection

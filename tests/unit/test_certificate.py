@@ -345,7 +345,7 @@ def test_the_certificate_says_how_the_settings_were_chosen_and_why_it_stopped() 
     assert "- **Epochs:** 18 trained, epoch 14 kept" in md
     assert "- **Selection sample:** 500 retained training images, used to choose only" in md
     assert "| Candidate | Outcome | Probe epochs |" in md
-    assert "| lr=0.001 bn=frozen | trained to the end, but the other BatchNorm policy" in md
+    assert "| lr=0.001 bn=frozen | trained to the end, but another run's kept state" in md
     assert "| lr=0.003 bn=frozen | not tried: a gentler candidate was already on track | 0 |" in md
     page = render_certificate(_record(selection=_selection(stop_reason="<b>x</b>")), "html")
     assert "&lt;b&gt;x&lt;/b&gt;" in page and "<b>x</b>" not in page

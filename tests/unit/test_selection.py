@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any
 
 import pytest
@@ -514,11 +515,119 @@ def test_a_forget_set_of_few_steps_a_pass_is_probed_with_the_short_pass_settings
             bn_fallback_rotated=False,  # its probes may stop early: only the counts here
         )
         report = _select_tiny(config, with_sample=with_sample)
-        return {len(t.signals) for t in report.trials if t.signals}
+        # The forget-only rule that a short request with a sample runs too has its own test.
+        return {len(t.signals) for t in report.trials if t.signals and not t.rule}
 
     assert probes(1, with_sample=True) == {2}  # short, with a sample: the short probe
     assert probes(1, with_sample=False) == {6}  # short, forget data only: 2 x the probe
     assert probes(0, with_sample=True) == {3}  # nothing is short: the probe as written
+
+
+def _two_rules(collapsing: set[Candidate], *, tolerance: float) -> SelectionReport:
+    """The tiny problem with its sample, as a short request runs it: the forget-only rule tries
+    ``lr 0.05`` first, the sample rule ``lr 0.1`` if the sample reads the first's state more
+    than ``tolerance`` points short (on average or on a class); the candidates in
+    ``collapsing`` map every image to one class."""
+    ctx, probe = _tiny_with_sample()
+
+    def factory(c: Candidate, n: int) -> UnlearningMethod:
+        if c in collapsing:
+            return _Collapse(create_method("delete", epochs=n).config)
+        return create_method("delete", lr=c.lr, freeze_bn=c.freeze_bn, epochs=n, grad_clip=1.0)
+
+    config = SelectionConfig(
+        candidates=(SAMPLE_RULE,),
+        max_epochs=30,
+        sample_every_epoch=True,
+        bn_fallback_drop=None,
+        selection_tolerance=tolerance,
+        selection_class_tolerance=tolerance,
+    )
+    rule = dataclasses.replace(config, candidates=(FORGET_RULE,), sample_every_epoch=False)
+    _, report = select_and_train(factory, ctx, probe, config, forget_only=rule)
+    return report
+
+
+SAMPLE_RULE, FORGET_RULE = Candidate(0.1, False), Candidate(0.05, False)
+EVERYTHING_READS_SHORT, NOTHING_READS_SHORT = -1000.0, 1000.0
+
+
+def _statuses(report: SelectionReport) -> dict[tuple[Candidate, str], str]:
+    return {(t.candidate, t.rule): t.status for t in report.trials}
+
+
+def test_a_short_request_keeps_the_forget_only_rules_state_where_the_sample_reads_it_well() -> None:
+    # The sample rule would collapse: it must never run.
+    report = _two_rules({SAMPLE_RULE}, tolerance=NOTHING_READS_SHORT)
+    assert report.mode == "selection-sample"
+    assert report.chosen == FORGET_RULE, report.summary()
+    assert _statuses(report) == {(FORGET_RULE, "forget-only"): "chosen"}
+    assert report.stop_reason.endswith("so it was kept"), report.stop_reason
+    assert report.final.selection_acc is not None  # the report shows what the sample read
+    assert "lr=0.05 bn=train (forget-only rule) (chosen)" in report.summary()
+
+
+def test_where_the_forget_only_rule_reads_short_the_sample_rule_runs_and_wins_if_better() -> None:
+    report = _two_rules({FORGET_RULE}, tolerance=1.0)
+    assert report.chosen == SAMPLE_RULE, report.summary()
+    assert _statuses(report) == {
+        (FORGET_RULE, "forget-only"): "beaten",
+        (SAMPLE_RULE, ""): "chosen",
+    }
+    assert report.stop_reason.endswith(": kept"), report.stop_reason
+
+
+def test_a_sample_rule_that_reads_worse_is_not_kept() -> None:
+    report = _two_rules({SAMPLE_RULE}, tolerance=EVERYTHING_READS_SHORT)
+    assert report.chosen == FORGET_RULE, report.summary()
+    assert _statuses(report) == {
+        (FORGET_RULE, "forget-only"): "chosen",
+        (SAMPLE_RULE, ""): "beaten",
+    }
+    assert report.stop_reason.endswith("it read no better, not kept"), report.stop_reason
+
+
+def test_where_the_sample_cannot_tell_the_two_rules_apart_the_forget_only_rules_state_is_kept() -> (
+    None
+):
+    # Both collapse the same way (every image to one class): the sample reads them alike.
+    report = _two_rules({SAMPLE_RULE, FORGET_RULE}, tolerance=1.0)
+    assert report.chosen == FORGET_RULE, report.summary()
+    assert _statuses(report)[(SAMPLE_RULE, "")] == "beaten"
+    assert report.stop_reason.endswith("it read no better, not kept"), report.stop_reason
+
+
+def test_a_sample_rule_state_one_image_better_does_not_replace_the_forget_only_rules() -> None:
+    from delete.selection.auto import _stays
+
+    labels = torch.arange(4).repeat(5)  # 20 images, 5 a class: one image is 5 points
+    probe = ProbeSet(*[torch.zeros(1)] * 3, torch.zeros(20), labels, 100.0)
+
+    def sig(acc: float, forget_acc: float = 0.0) -> EpochSignals:
+        return EpochSignals(9, forget_acc, 0.0, 0.1, 1.0, selection_acc=acc)
+
+    config = SelectionConfig()
+    assert _stays(sig(95.0), sig(100.0), probe, config) == "within one image of it"
+    assert _stays(sig(90.0), sig(100.0), probe, config) == ""  # two images: the sample sees it
+    assert _stays(sig(95.0, forget_acc=20.0), sig(100.0), probe, config) == ""  # not forgotten
+    assert _stays(sig(100.0), sig(95.0), probe, config) == "it read no better"
+
+
+def test_a_short_request_with_a_sample_runs_the_forget_only_rule_and_a_long_one_only_its_own() -> (
+    None
+):
+    def rules(short_pass_steps: int, short_forget_only: bool = True) -> set[str]:
+        config = SelectionConfig(
+            short_pass_steps=short_pass_steps,
+            short_forget_only=short_forget_only,
+            selection_tolerance=EVERYTHING_READS_SHORT,  # the sample rule runs too
+        )
+        return {t.rule for t in _select_tiny(config).trials}
+
+    assert rules(1) == {"forget-only", ""}  # the tiny forget set is one step a pass
+    assert rules(0) == {""}  # nothing is short
+    assert rules(1, short_forget_only=False) == {""}
+    assert {t.rule for t in _select_tiny(SelectionConfig(), with_sample=False).trials} == {""}
 
 
 def test_one_class_short_on_the_sample_keeps_the_run_going_too() -> None:
