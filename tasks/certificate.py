@@ -410,7 +410,7 @@ def _selection_section(record: Mapping[str, Any]) -> _Section | None:
         ["Candidate", "Outcome", "Probe epochs"],
         [
             [
-                _get(t, "candidate"),
+                _trial_label(t),
                 TRIAL_OUTCOMES.get(str(_get(t, "status")), _get(t, "status")),
                 len(_get(t, "signals", default=[])),
             ]
@@ -419,6 +419,13 @@ def _selection_section(record: Mapping[str, Any]) -> _Section | None:
         ],
     )
     return section
+
+
+def _trial_label(trial: Mapping[str, Any]) -> str:
+    """The candidate, and the rule that tried it where a request ran two (a short forget set
+    with a selection sample tries the same candidates under both rules)."""
+    rule = _get(trial, "rule")
+    return f"{_get(trial, 'candidate')}" + (f" ({rule} rule)" if rule else "")
 
 
 def _versions_section(record: Mapping[str, Any]) -> _Section:

@@ -544,9 +544,8 @@ TRIAL_OUTCOMES: dict[str, str] = {
     "vetoed": "vetoed: retained accuracy collapsed on the selection sample",
     "failed": "failed: the loss diverged",
     "skipped": "not tried: a gentler candidate was already on track",
-    "beaten": "trained to the end, but another run's kept state read better: the other"
-    " BatchNorm policy's (on the selection sample, or without one on rotated forget images),"
-    " or on a short forget set the other rule's (on the selection sample)",
+    "beaten": "trained to the end, but another run's kept state read better (the other"
+    " BatchNorm policy's or the other rule's; the stop reason says what each read)",
     "abandoned": "stopped early: on rotated forget images it kept the original's behaviour"
     " worse than the other BatchNorm policy's kept state",
 }
@@ -583,7 +582,7 @@ class Trial:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "candidate": self.label,
+            "candidate": self.candidate.label,
             **self.candidate.to_dict(),
             "status": self.status,
             "score": None if self.score is None else round(self.score, 5),

@@ -330,6 +330,12 @@ def _selection(**overrides: Any) -> dict[str, Any]:
         "selection_size": 500,
         "tried": [
             {"candidate": "lr=0.001 bn=frozen", "status": "beaten", "signals": [sig] * 3},
+            {
+                "candidate": "lr=0.001 bn=frozen",
+                "rule": "forget-only",
+                "status": "dropped",
+                "signals": [sig] * 9,
+            },
             {"candidate": "lr=0.003 bn=frozen", "status": "skipped", "signals": []},
             {"candidate": "lr=0.003 bn=train", "status": "chosen", "signals": [sig] * 3},
         ],
@@ -346,6 +352,7 @@ def test_the_certificate_says_how_the_settings_were_chosen_and_why_it_stopped() 
     assert "- **Selection sample:** 500 retained training images, used to choose only" in md
     assert "| Candidate | Outcome | Probe epochs |" in md
     assert "| lr=0.001 bn=frozen | trained to the end, but another run's kept state" in md
+    assert "| lr=0.001 bn=frozen (forget-only rule) | not forgetting fast enough" in md
     assert "| lr=0.003 bn=frozen | not tried: a gentler candidate was already on track | 0 |" in md
     page = render_certificate(_record(selection=_selection(stop_reason="<b>x</b>")), "html")
     assert "&lt;b&gt;x&lt;/b&gt;" in page and "<b>x</b>" not in page
