@@ -73,13 +73,20 @@ def _selection_audit(selection: Mapping[str, Any] | None) -> dict[str, Any] | No
         return None
     return {
         "mode": selection.get("mode"),
-        "tried": [t.get("candidate") + f" ({t.get('status')})" for t in selection.get("tried", [])],
+        "tried": [_tried(t) for t in selection.get("tried", [])],
         "chosen": selection.get("chosen"),
         "epochs": selection.get("epochs"),
         "kept_epoch": selection.get("best_epoch"),
         "stop_reason": selection.get("stop_reason"),
         "selection_size": selection.get("selection_size"),
     }
+
+
+def _tried(trial: Mapping[str, Any]) -> str:
+    """``candidate (status)``, with the rule that tried it where a request ran two (a short
+    forget set with a selection sample tries the same candidates under both rules)."""
+    rule = f" ({trial['rule']} rule)" if trial.get("rule") else ""
+    return f"{trial.get('candidate')}{rule} ({trial.get('status')})"
 
 
 def completed_payload(record: RequestRecord, record_path: Path) -> dict[str, Any]:

@@ -55,6 +55,9 @@ def test_unpinned_request_selects_with_a_training_sample_and_records_it(
     assert audited["chosen"] == selection["chosen"]
     assert audited["stop_reason"] == selection["stop_reason"]
     assert audited["mode"] == "selection-sample"
+    # One step a pass: the forget-only rule ran first, and the audit names it.
+    assert len(audited["tried"]) == len(selection["tried"])
+    assert "lr=0.001 bn=frozen (forget-only rule) (" in " ".join(audited["tried"])
 
 
 def test_pinned_request_runs_exactly_its_setting(project: dict[str, Any]) -> None:
