@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from delete.selection import trial_label
 from flows._common import resume_alias_move, utc_now
 from tasks.audit import AuditError, AuditLog, read_request_record, write_request_record
 from tasks.record import RequestRecord
@@ -85,8 +86,7 @@ def _selection_audit(selection: Mapping[str, Any] | None) -> dict[str, Any] | No
 def _tried(trial: Mapping[str, Any]) -> str:
     """``candidate (status)``, with the rule that tried it where a request ran two (a short
     forget set with a selection sample tries the same candidates under both rules)."""
-    rule = f" ({trial['rule']} rule)" if trial.get("rule") else ""
-    return f"{trial.get('candidate')}{rule} ({trial.get('status')})"
+    return f"{trial_label(str(trial.get('candidate')), trial.get('rule'))} ({trial.get('status')})"
 
 
 def completed_payload(record: RequestRecord, record_path: Path) -> dict[str, Any]:

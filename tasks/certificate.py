@@ -50,7 +50,7 @@ from typing import Any, Literal
 import jinja2
 
 from delete.applications import UnknownTaskError, get_task
-from delete.selection import TRIAL_OUTCOMES
+from delete.selection import TRIAL_OUTCOMES, trial_label
 from tasks.audit import record_digest
 
 __all__ = [
@@ -424,8 +424,7 @@ def _selection_section(record: Mapping[str, Any]) -> _Section | None:
 def _trial_label(trial: Mapping[str, Any]) -> str:
     """The candidate, and the rule that tried it where a request ran two (a short forget set
     with a selection sample tries the same candidates under both rules)."""
-    rule = _get(trial, "rule")
-    return f"{_get(trial, 'candidate')}" + (f" ({rule} rule)" if rule else "")
+    return trial_label(f"{_get(trial, 'candidate')}", _get(trial, "rule"))
 
 
 def _versions_section(record: Mapping[str, Any]) -> _Section:

@@ -17,6 +17,7 @@ from delete.selection.auto import (
     has_batchnorm,
     score,
     select_and_train,
+    trial_label,
 )
 from delete.selection.signals import EpochSignals, ProbeSet, measure
 
@@ -37,4 +38,5 @@ __all__ = [
     "measure",
     "score",
     "select_and_train",
+    "trial_label",
 ]

@@ -551,6 +551,20 @@ TRIAL_OUTCOMES: dict[str, str] = {
 }
 
 
+def trial_label(candidate: str, rule: str | None = "") -> str:
+    """How records, the certificate and the audit name a trial: its candidate, and the rule
+    that tried it where a request ran two (a short forget set with a selection sample tries
+    the same candidates under both rules).
+
+    Example:
+        >>> trial_label("lr=0.001 bn=frozen", "forget-only")
+        'lr=0.001 bn=frozen (forget-only rule)'
+        >>> trial_label("lr=0.001 bn=frozen")
+        'lr=0.001 bn=frozen'
+    """
+    return candidate + (f" ({rule} rule)" if rule else "")
+
+
 @dataclass(frozen=True)
 class Trial:
     """One candidate's probe: its signals per epoch and what became of it."""
@@ -567,7 +581,7 @@ class Trial:
     @property
     def label(self) -> str:
         """The candidate's label, with the rule that tried it where that is not the request's."""
-        return self.candidate.label + (f" ({self.rule} rule)" if self.rule else "")
+        return trial_label(self.candidate.label, self.rule)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Trial:
