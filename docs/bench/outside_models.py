@@ -1,0 +1,152 @@
+"""Outside models tried after the zoo (not part of the library; README, "Outside models").
+
+Each model is trained here with its own recipe on MNIST-5k (seeded, cached beside the zoo's
+weights), then ``delete.unlearn``'s defaults forget each requested digit, forget data only and
+with the pipeline's 500-image selection sample. One JSON line per request: retained test
+accuracy before, points lost, test-forget, epochs, the chosen candidate and the stop reason.
+
+    .venv/bin/python docs/bench/outside_models.py instancenorm_cnn 3,5,8
+    .venv/bin/python docs/bench/outside_models.py efficientnet_sgd 3
+    .venv/bin/python docs/bench/outside_models.py shufflenet_sgd 3,8
+    .venv/bin/python docs/bench/outside_models.py efficientnet_adam 3   # the known weak spot
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from delete.api import run_unlearning
+from delete.bench.zoo import Gray2RGB, Normalized, zoo_cache_dir
+from delete.data import DatasetBundle, load_mnist5k, make_unlearning_splits
+from delete.metrics.predict import predict
+from delete.training import make_loader
+
+
+def _instancenorm_cnn() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1),
+        nn.InstanceNorm2d(32, affine=True),
+        nn.GELU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.InstanceNorm2d(64, affine=True),
+        nn.GELU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Dropout(0.3),
+        nn.Linear(64 * 49, 128),
+        nn.GELU(),
+        nn.Linear(128, 10),
+    )
+
+
+def _efficientnet() -> nn.Module:
+    net = torchvision.models.efficientnet_b0(num_classes=10, stochastic_depth_prob=0.1)
+    return Normalized(nn.Sequential(Gray2RGB(), net), 0.5, 0.25)
+
+
+def _shufflenet() -> nn.Module:
+    net = torchvision.models.shufflenet_v2_x0_5(num_classes=10)
+    return Normalized(nn.Sequential(Gray2RGB(), net), 0.1307, 0.3081)
+
+
+def _sgd(params: object, lr: float, wd: float) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=wd)  # type: ignore[arg-type]
+
+
+#: name -> (builder, optimizer, epochs, label smoothing)
+RECIPES: dict[
+    str, tuple[Callable[[], nn.Module], Callable[..., torch.optim.Optimizer], int, float]
+] = {
+    "instancenorm_cnn": (_instancenorm_cnn, lambda p: torch.optim.RMSprop(p, lr=1e-3), 6, 0.0),
+    "efficientnet_sgd": (_efficientnet, lambda p: _sgd(p, 0.05, 1e-4), 12, 0.1),
+    "shufflenet_sgd": (_shufflenet, lambda p: _sgd(p, 0.1, 5e-4), 10, 0.1),
+    "efficientnet_adam": (_efficientnet, lambda p: torch.optim.Adam(p, lr=2e-3), 6, 0.0),
+}
+
+
+def _accuracy(model: nn.Module, dataset: object) -> float:
+    logits, labels = predict(model, dataset, "cpu")  # type: ignore[arg-type]
+    return round(100.0 * float((logits.argmax(1) == labels).float().mean()), 2)
+
+
+def trained(name: str, bundle: DatasetBundle) -> nn.Module:
+    """The recipe's model: from the cache, else trained now (seeded, cosine schedule)."""
+    build, optimizer_for, epochs, smoothing = RECIPES[name]
+    torch.manual_seed(1)
+    model = build()
+    path = zoo_cache_dir() / f"outside-{name}-s1.pt"
+    if path.exists():
+        model.load_state_dict(torch.load(path, weights_only=True))
+        return model.eval()
+    train = bundle.train.with_transform(None)
+    loader = torch.utils.data.DataLoader(
+        train, batch_size=64, shuffle=True, generator=torch.Generator().manual_seed(1)
+    )
+    optimizer = optimizer_for(model.parameters())
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * len(loader))
+    model.train()
+    for _ in range(epochs):
+        for x, y in loader:
+            loss = F.cross_entropy(model(x), y, label_smoothing=smoothing)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), path)
+    return model.eval()
+
+
+def main(name: str, digits: list[int]) -> None:
+    torch.set_num_threads(1)
+    bundle = load_mnist5k(augment=False)
+    model = trained(name, bundle)
+    for digit in digits:
+        splits = make_unlearning_splits(bundle.train, bundle.test, [digit])
+        before = _accuracy(model, splits.test_retain)
+        g = torch.Generator().manual_seed(0)
+        sample = splits.train_retain.subset(
+            torch.randperm(len(splits.train_retain), generator=g)[:500]
+        )
+        for mode, extra in (
+            ("forget-only", {}),
+            ("selection", {"selection_loader": make_loader(sample, 250, shuffle=False)}),
+        ):
+            started = time.perf_counter()
+            result = run_unlearning(
+                model,
+                make_loader(splits.train_forget, 64, shuffle=True, seed=0),
+                [digit],
+                device="cpu",
+                progress=False,
+                cache_teacher=True,
+                **extra,
+            )
+            sel = result.selection
+            assert sel is not None
+            row = {
+                "model": name,
+                "digit": digit,
+                "mode": mode,
+                "retain_before": before,
+                "retain_drop": round(before - _accuracy(result.model, splits.test_retain), 2),
+                "test_forget": _accuracy(result.model, splits.test_forget),
+                "epochs": sel.epochs,
+                "chosen": sel.chosen.label,
+                "seconds": round(time.perf_counter() - started, 1),
+                "stop": sel.stop_reason,
+            }
+            print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], [int(d) for d in sys.argv[2].split(",")])
