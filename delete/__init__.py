@@ -19,6 +19,7 @@ from delete.errors import (
     NonFiniteLossError,
     UnknownMethodError,
     UnlearningError,
+    UnsupportedOutputError,
 )
 from delete.losses import delete_loss
 from delete.methods import create_method, list_methods, method_info, register_method
@@ -36,6 +37,7 @@ __all__ = [
     "UnknownMethodError",
     "UnlearnResult",
     "UnlearningError",
+    "UnsupportedOutputError",
     "create_method",
     "delete_loss",
     "evaluate_unlearning",

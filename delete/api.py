@@ -22,6 +22,7 @@ from delete.errors import (
 )
 from delete.methods import create_method, get_method_class
 from delete.methods.base import DataLoaderLike, MethodConfig, UnlearnContext, UnlearningMethod
+from delete.models.outputs import LogitsOnly
 from delete.selection import (
     Candidate,
     ProbeSet,
@@ -181,7 +182,10 @@ def run_unlearning(
     dev = resolve_device(device)
     home_device = next(model.parameters()).device if any(True for _ in model.parameters()) else dev
 
-    original = copy.deepcopy(model).to(dev).eval()
+    # Both run behind LogitsOnly: a model whose train-mode forward returns more than logits
+    # (GoogLeNet's aux heads, a mapping with "logits") trains like any other; the caller gets
+    # their own module back.
+    original = LogitsOnly(copy.deepcopy(model)).to(dev).eval()
     for p in original.parameters():
         p.requires_grad_(False)
     sample = _first_batch(forget_loader, "forget set")
@@ -190,8 +194,9 @@ def run_unlearning(
     if retain_loader is not None and algo.needs_retain:
         _first_batch(retain_loader, "retain set")
 
-    student = copy.deepcopy(model).to(dev)
-    _set_trainable(student, algo.config.trainable)
+    own = copy.deepcopy(model).to(dev)
+    _set_trainable(own, algo.config.trainable)  # the caller's parameter names
+    student = LogitsOnly(own)
     generator = torch.Generator().manual_seed(algo.config.seed)
     ctx = UnlearnContext(
         student=student,
@@ -224,7 +229,7 @@ def run_unlearning(
     for param in student.parameters():  # frozen for unlearning only; the result is a plain model
         param.requires_grad_(True)
     return UnlearnResult(
-        model=student.to(home_device).eval(),
+        model=own.to(home_device).eval(),
         method=method,
         config=algo.config,
         forget_classes=classes,

@@ -22,6 +22,7 @@ __all__ = [
     "UnknownModelError",
     "OnnxExportError",
     "OnnxParityError",
+    "UnsupportedOutputError",
     "one_line",
 ]
 
@@ -75,6 +76,10 @@ class DatasetError(UnlearningError):
 
 class UnknownModelError(UnlearningError):
     """No model builder is registered under the requested name, or it cannot be built as asked."""
+
+
+class UnsupportedOutputError(UnlearningError):
+    """The model's ``forward`` returned something that holds no logits tensor."""
 
 
 class OnnxExportError(UnlearningError):

@@ -14,6 +14,7 @@ from delete.data.lazy_dataset import LazyImageDataset
 from delete.data.tensor_dataset import ImageTensorDataset
 from delete.metrics._validation import MetricInputError
 from delete.metrics.shared import model_state_key, shared
+from delete.models.outputs import logits_of
 from delete.progress import EpochProgress, has_listeners, report_epoch
 
 __all__ = ["predict"]
@@ -49,7 +50,8 @@ def predict(
     """Run ``model`` in eval mode without gradients over a dataset or a loader.
 
     Args:
-        model: A classifier returning logits ``(N, C)``. Its train/eval mode and its device
+        model: A classifier returning logits ``(N, C)`` (or an output that holds them:
+            :func:`~delete.models.outputs.logits_of`). Its train/eval mode and its device
             are restored afterwards.
         dataset_or_loader: An :class:`~delete.data.ImageTensorDataset` (read without its
             augmentation transform), any map-style dataset of ``(image, label)``, or an
@@ -103,7 +105,7 @@ def _predict(
     try:
         with torch.no_grad():
             for done, (inputs, labels) in enumerate(batches, start=1):
-                all_logits.append(model(inputs.to(dev)).float().cpu())
+                all_logits.append(logits_of(model(inputs.to(dev))).float().cpu())
                 all_labels.append(torch.as_tensor(labels).long().cpu())
                 if total > 1 and has_listeners():
                     report_epoch(
