@@ -1230,7 +1230,7 @@ def _forget_only_first(
     )
     first = _run(factory, ctx, blind, rule, progress, folder)
     first = _fall_back(first, factory, ctx, blind, rule, fallback, progress)
-    first = _read_kept(first, probe)
+    first = _with_sample(first, probe)
     first = dataclasses.replace(
         first, trials=[dataclasses.replace(t, rule=FORGET_ONLY) for t in first.trials]
     )
@@ -1297,16 +1297,16 @@ def _stays(
     return ""
 
 
-def _read_kept(outcome: _Outcome, probe: ProbeSet) -> _Outcome:
+def _with_sample(outcome: _Outcome, probe: ProbeSet) -> _Outcome:
     """``outcome`` with its kept state read on the selection sample (a run blind to it never
     read it)."""
-    live = outcome.chosen
-    live.ctx.student.load_state_dict(outcome.state)
-    reading = selection_reading(live.ctx.student, probe, live.ctx.device)
-    acc, worst = reading if reading is not None else (None, None)
-    best = dataclasses.replace(outcome.best, selection_acc=acc, selection_worst_drop=worst)
-    live.signals = [best if s.epoch == best.epoch else s for s in live.signals]
-    return dataclasses.replace(outcome, best=best)
+
+    def read(student: nn.Module, ctx: UnlearnContext) -> dict[str, Any]:
+        reading = selection_reading(student, probe, ctx.device)
+        acc, worst = reading if reading is not None else (None, None)
+        return {"selection_acc": acc, "selection_worst_drop": worst}
+
+    return _kept_read(outcome, read)
 
 
 def _short_for_fallback(first: _Outcome, probe: ProbeSet, config: SelectionConfig) -> bool:
@@ -1373,10 +1373,22 @@ def _diverged(first: _Outcome, exc: NonFiniteLossError) -> _Outcome:
 def _with_rotated(outcome: _Outcome, probe: ProbeSet) -> _Outcome:
     """``outcome`` with its kept state's retention term on rotated forget images read (the
     first run does not read it every epoch: only its kept state is compared)."""
+    return _kept_read(
+        outcome,
+        lambda student, ctx: {
+            "rotated_retention": rotated_reading(student, probe, ctx.forget_classes, ctx.device)
+        },
+    )
+
+
+def _kept_read(
+    outcome: _Outcome, read: Callable[[nn.Module, UnlearnContext], dict[str, Any]]
+) -> _Outcome:
+    """``outcome`` whose kept epoch's signals gain the fields ``read`` measures on the kept
+    state (loaded into the run's student first), in the outcome and in the run's history."""
     live = outcome.chosen
     live.ctx.student.load_state_dict(outcome.state)
-    turned = rotated_reading(live.ctx.student, probe, live.ctx.forget_classes, live.ctx.device)
-    best = dataclasses.replace(outcome.best, rotated_retention=turned)
+    best = dataclasses.replace(outcome.best, **read(live.ctx.student, live.ctx))
     live.signals = [best if s.epoch == best.epoch else s for s in live.signals]
     return dataclasses.replace(outcome, best=best)
 

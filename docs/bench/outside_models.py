@@ -25,8 +25,8 @@ from torch import nn
 
 from delete.api import run_unlearning
 from delete.bench.zoo import Gray2RGB, Normalized, zoo_cache_dir
+from delete.bench.zoo_bench import SELECTION_SAMPLE_SIZE, _accuracy
 from delete.data import DatasetBundle, load_mnist5k, make_unlearning_splits
-from delete.metrics.predict import predict
 from delete.training import make_loader
 
 
@@ -73,11 +73,6 @@ RECIPES: dict[
 }
 
 
-def _accuracy(model: nn.Module, dataset: object) -> float:
-    logits, labels = predict(model, dataset, "cpu")  # type: ignore[arg-type]
-    return round(100.0 * float((logits.argmax(1) == labels).float().mean()), 2)
-
-
 def trained(name: str, bundle: DatasetBundle) -> nn.Module:
     """The recipe's model: from the cache, else trained now (seeded, cosine schedule)."""
     build, optimizer_for, epochs, smoothing = RECIPES[name]
@@ -115,7 +110,7 @@ def main(name: str, digits: list[int]) -> None:
         before = _accuracy(model, splits.test_retain)
         g = torch.Generator().manual_seed(0)
         sample = splits.train_retain.subset(
-            torch.randperm(len(splits.train_retain), generator=g)[:500]
+            torch.randperm(len(splits.train_retain), generator=g)[:SELECTION_SAMPLE_SIZE]
         )
         for mode, extra in (
             ("forget-only", {}),
