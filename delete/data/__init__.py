@@ -6,6 +6,7 @@ from delete.data.augment import RandomCropFlip
 from delete.data.image_folder import ImageFileDataset, load_image_folder
 from delete.data.lazy_dataset import ByteImageDataset, LazyImageDataset
 from delete.data.offline import load_digits, load_mnist5k
+from delete.data.pairs import PairLoader, as_pair
 from delete.data.registry import list_datasets, load_dataset, register_dataset
 from delete.data.splits import (
     UnlearningSplits,
@@ -24,9 +25,11 @@ __all__ = [
     "ImageFileDataset",
     "ImageTensorDataset",
     "LazyImageDataset",
+    "PairLoader",
     "RandomCropFlip",
     "RandomShift",
     "UnlearningSplits",
+    "as_pair",
     "class_mask",
     "list_datasets",
     "load_cifar10",

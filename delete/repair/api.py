@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from delete._device import resolve_device
+from delete.data.pairs import PairLoader
 from delete.engine import EngineResult, run_engine
 from delete.errors import InvalidForgetSetError, MissingRetainDataError
 from delete.methods.base import DataLoaderLike, MethodConfig, UnlearnContext
@@ -74,6 +75,9 @@ def repair(
         InvalidHparamError / UnknownMethodError: A bad hyper-parameter or step name.
     """
     algo = create_repair(step, **hparams)
+    # Read as (inputs, labels) whatever the loaders yield, as delete.unlearn does.
+    repair_loader = PairLoader(repair_loader, "repair set")
+    forget_loader = PairLoader(forget_loader, "forget set")
     images = sum(len(batch[1]) for batch in repair_loader)
     if images == 0:
         raise MissingRetainDataError(f"repair step {step!r} got an empty repair set")
