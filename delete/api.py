@@ -299,6 +299,7 @@ def _run_selection(
         max_selection=config.max_selection,
         # The rotated forget images judge the BatchNorm fallback of a run without the sample.
         rotate=bool(fallback) and (not with_sample or forget_only is not None),
+        forget_classes=ctx.forget_classes,
     )
     _check_forget_labels(probe.forget_labels, ctx.forget_classes)
     return _select_and_train(

@@ -16,6 +16,7 @@ where forget-only data could not (:func:`~delete.selection.auto.fallback_for`).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -24,8 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from delete.errors import InvalidHparamError
+from delete.errors import DatasetError, InvalidHparamError
 from delete.metrics.per_class_accuracy import per_class_accuracy
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "EpochSignals",
@@ -234,10 +237,20 @@ class ProbeSet:
         max_forget: int = 512,
         max_selection: int = 2048,
         rotate: bool = True,
+        forget_classes: tuple[int, ...] = (),
     ) -> ProbeSet:
         """Take the first ``max_forget`` forget images and the selection sample; with
         ``rotate``, their rotated copies and the original's logits on them too (a forward
-        pass that only a run compared with another BatchNorm policy needs)."""
+        pass that only a run compared with another BatchNorm policy needs).
+
+        Images of ``forget_classes`` in the selection sample are left out of it: the sample
+        stands for retained data, and a forgotten image there would read as damage (a sample
+        drawn from every class, a tenth of it the forgotten class, would read about ten
+        points short once forgotten and hold every run open for nothing).
+
+        Raises:
+            DatasetError: The selection sample holds only images of the forget classes.
+        """
         fx, fy = _take(forget_loader, max_forget)
         teacher = _logits(original, fx, device)
         if teacher.dim() != 2:
@@ -251,6 +264,7 @@ class ProbeSet:
         if selection_loader is None:
             return cls(fx, fy, teacher, rotated_inputs=turned, rotated_teacher=turned_teacher)
         sx, sy = _take(selection_loader, max_selection)
+        sx, sy = _without_classes(sx, sy, forget_classes)
         logits = _logits(original, sx, device)
         return cls(
             fx,
@@ -291,6 +305,34 @@ def _take(loader: Iterable[tuple[Tensor, Tensor]], limit: int) -> tuple[Tensor, 
     if not xs:
         raise ValueError("the probe loader is empty")
     return torch.cat(xs)[:limit], torch.cat(ys)[:limit]
+
+
+def _without_classes(
+    inputs: Tensor, labels: Tensor, classes: tuple[int, ...]
+) -> tuple[Tensor, Tensor]:
+    """The selection sample less its images of ``classes`` (class labels only).
+
+    Example:
+        >>> x, y = _without_classes(torch.arange(4.0), torch.tensor([0, 3, 1, 3]), (3,))
+        >>> x.tolist(), y.tolist()
+        ([0.0, 2.0], [0, 1])
+    """
+    if not classes or labels.dim() != 1 or labels.is_floating_point():
+        return inputs, labels
+    keep = ~torch.isin(labels, torch.tensor(classes, dtype=labels.dtype))
+    if not bool(keep.any()):
+        raise DatasetError(
+            f"the selection sample holds only images of the forget classes {list(classes)}; "
+            "it must hold retained images"
+        )
+    if not bool(keep.all()):
+        log.warning(
+            "the selection sample held %d image(s) of the forget classes %s; they are left "
+            "out of it (it stands for retained data)",
+            int((~keep).sum()),
+            list(classes),
+        )
+    return inputs[keep], labels[keep]
 
 
 @torch.no_grad()

@@ -1,5 +1,5 @@
-"""Loaders from outside the project: batches with sample indices, mappings, and forget sets
-labelled with a class that is kept."""
+"""Loaders from outside the project: batches with sample indices, mappings, forget sets
+labelled with a class that is kept, and selection samples that hold forget images."""
 
 from __future__ import annotations
 
@@ -122,3 +122,32 @@ def test_a_pair_loader_keeps_the_data_loader_counts() -> None:
     loader = DataLoader(TensorDataset(*tiny_data(n=20)), batch_size=8, drop_last=True)
     wrapped = PairLoader(loader, "forget set")
     assert (len(wrapped), _num_samples(wrapped), wrapped.batch_size) == (2, 16, 8)
+
+
+def test_forget_images_in_the_selection_sample_are_left_out(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    model, forget, _ = tiny_problem()
+    images, labels = tiny_data(n=40, seed=1)  # ten images of each of the four classes
+    sample = loader_of(images, labels)
+    with caplog.at_level("WARNING", logger="delete.selection.signals"):
+        result = delete.run_unlearning(
+            model, forget, [1], device="cpu", progress=False, selection_loader=sample
+        )
+    assert result.selection is not None
+    assert result.selection.selection_size == 30
+    assert "held 10 image(s) of the forget classes [1]" in caplog.text
+
+
+def test_a_selection_sample_of_forget_images_only_is_refused() -> None:
+    model, forget, _ = tiny_problem()
+    images, labels = _forget_tensors()
+    with pytest.raises(DatasetError, match="holds only images of the forget classes"):
+        delete.run_unlearning(
+            model,
+            forget,
+            [1],
+            device="cpu",
+            progress=False,
+            selection_loader=loader_of(images, labels),
+        )
