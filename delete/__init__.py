@@ -13,6 +13,7 @@ from delete.api import UnlearnResult, run_unlearning, unlearn
 from delete.errors import (
     CheckpointError,
     InvalidClassError,
+    InvalidDeviceError,
     InvalidForgetSetError,
     InvalidHparamError,
     MissingRetainDataError,
@@ -38,6 +39,7 @@ __all__ = [
     "UnlearnResult",
     "UnlearningError",
     "UnsupportedOutputError",
+    "InvalidDeviceError",
     "create_method",
     "delete_loss",
     "evaluate_unlearning",

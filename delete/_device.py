@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from delete.errors import InvalidDeviceError
+
 __all__ = ["resolve_device"]
 
 
@@ -16,9 +18,17 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     Returns:
         The resolved ``torch.device``.
 
+    Raises:
+        InvalidDeviceError: ``device`` names no torch device, or CUDA is asked for and absent.
+
     Example:
         >>> resolve_device("cpu")
         device(type='cpu')
+        >>> resolve_device("tpu")
+        Traceback (most recent call last):
+        ...
+        delete.errors.InvalidDeviceError: device 'tpu' is not a torch device; use 'auto', \
+'cpu', 'cuda' or 'cuda:N'
     """
     if isinstance(device, torch.device):
         return device
@@ -28,9 +38,15 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    resolved = torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        # torch's own message lists every backend it was built with, over several lines.
+        raise InvalidDeviceError(
+            f"device {device!r} is not a torch device; use 'auto', 'cpu', 'cuda' or 'cuda:N'"
+        ) from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
+        raise InvalidDeviceError(
             f"device {device!r} requested but CUDA is not available; use device='auto'"
         )
     return resolved

@@ -58,7 +58,9 @@ class UnlearnResult:
     selection: SelectionReport | None = None
 
 
-def validate_forget_classes(forget_classes: Iterable[Any], num_classes: int) -> tuple[int, ...]:
+def validate_forget_classes(
+    forget_classes: Iterable[Any] | int, num_classes: int
+) -> tuple[int, ...]:
     """Check that forget classes are integers in range, distinct, and not every class.
 
     Returns:
@@ -67,7 +69,13 @@ def validate_forget_classes(forget_classes: Iterable[Any], num_classes: int) -> 
     Example:
         >>> validate_forget_classes([3, 1], num_classes=10)
         (1, 3)
+        >>> validate_forget_classes(3, num_classes=10)  # one class, given bare
+        (3,)
     """
+    if not isinstance(forget_classes, Iterable) or (
+        isinstance(forget_classes, torch.Tensor) and forget_classes.dim() == 0
+    ):
+        forget_classes = [forget_classes]  # one class given bare: unlearn(model, loader, 3)
     classes = list(forget_classes)
     if not classes:
         raise InvalidClassError("forget_classes is empty; name at least one class to forget")
@@ -184,7 +192,7 @@ def wants_selection(
 def run_unlearning(
     model: nn.Module,
     forget_loader: DataLoaderLike,
-    forget_classes: Sequence[int],
+    forget_classes: Sequence[int] | int,
     method: str = "delete",
     device: str | torch.device = "auto",
     *,
@@ -345,7 +353,7 @@ def _candidate_method(
 def unlearn(
     model: nn.Module,
     forget_loader: DataLoaderLike,
-    forget_classes: Sequence[int],
+    forget_classes: Sequence[int] | int,
     method: str = "delete",
     device: str | torch.device = "auto",
     *,
@@ -360,7 +368,7 @@ def unlearn(
         model: Any ``nn.Module`` classifier returning logits ``(N, C)`` (or ``(N, C, H, W)``).
             It is never modified.
         forget_loader: Iterable of ``(images, labels)`` batches of the data to forget.
-        forget_classes: Class indices to forget.
+        forget_classes: Class indices to forget (one index may be given bare).
         method: A name from :func:`delete.list_methods`.
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``...
         retain_loader: Retained training data, for the baselines that need it.

@@ -23,6 +23,7 @@ __all__ = [
     "OnnxExportError",
     "OnnxParityError",
     "UnsupportedOutputError",
+    "InvalidDeviceError",
     "one_line",
 ]
 
@@ -80,6 +81,10 @@ class UnknownModelError(UnlearningError):
 
 class UnsupportedOutputError(UnlearningError):
     """The model's ``forward`` returned something that holds no logits tensor."""
+
+
+class InvalidDeviceError(UnlearningError):
+    """The device is not one torch knows, or is not present on this machine."""
 
 
 class OnnxExportError(UnlearningError):

@@ -6,6 +6,7 @@ import copy
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -13,6 +14,7 @@ import delete
 from delete.errors import (
     CheckpointError,
     InvalidClassError,
+    InvalidDeviceError,
     InvalidForgetSetError,
     InvalidHparamError,
     MissingRetainDataError,
@@ -71,6 +73,29 @@ def test_bad_forget_classes_are_rejected(classes: list[int], match: str) -> None
     model, forget, _ = tiny_problem()
     with pytest.raises(InvalidClassError, match=match):
         delete.unlearn(model, forget, classes, device="cpu")
+
+
+@pytest.mark.parametrize("bare", [1, np.int64(1), torch.tensor(1)])
+def test_one_forget_class_may_be_given_bare(bare: object) -> None:
+    model, forget, _ = tiny_problem()
+    listed = delete.unlearn(model, forget, [1], device="cpu", epochs=1, progress=False)
+    got = delete.unlearn(model, forget, bare, device="cpu", epochs=1, progress=False)  # type: ignore[arg-type]
+    for key, value in listed.state_dict().items():
+        assert torch.equal(got.state_dict()[key], value), key
+
+
+@pytest.mark.parametrize(
+    ("device", "match"),
+    [
+        ("tpu", "device 'tpu' is not a torch device; use 'auto', 'cpu', 'cuda' or 'cuda:N'"),
+        ("cpu:x", "device 'cpu:x' is not a torch device"),
+    ],
+)
+def test_an_unknown_device_is_refused_in_one_line(device: str, match: str) -> None:
+    model, forget, _ = tiny_problem()
+    with pytest.raises(InvalidDeviceError, match=match) as info:
+        delete.unlearn(model, forget, [1], device=device, epochs=1)
+    assert "\n" not in str(info.value)
 
 
 def test_error_messages_are_one_line() -> None:
