@@ -9,6 +9,8 @@ accuracy before, points lost, test-forget, epochs, the chosen candidate and the 
     .venv/bin/python docs/bench/outside_models.py efficientnet_sgd 3
     .venv/bin/python docs/bench/outside_models.py shufflenet_sgd 3,8
     .venv/bin/python docs/bench/outside_models.py efficientnet_adam 3   # the known weak spot
+    .venv/bin/python docs/bench/outside_models.py lenet5_sgd 3,5,8
+    .venv/bin/python docs/bench/outside_models.py mlp_bn_adam 3,5,8
 """
 
 from __future__ import annotations
@@ -58,6 +60,39 @@ def _shufflenet() -> nn.Module:
     return Normalized(nn.Sequential(Gray2RGB(), net), 0.1307, 0.3081)
 
 
+def _lenet5() -> nn.Module:
+    # LeCun's LeNet-5 as usually written today: tanh, average pooling, no normalisation.
+    return nn.Sequential(
+        nn.Conv2d(1, 6, 5, padding=2),
+        nn.Tanh(),
+        nn.AvgPool2d(2),
+        nn.Conv2d(6, 16, 5),
+        nn.Tanh(),
+        nn.AvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(16 * 5 * 5, 120),
+        nn.Tanh(),
+        nn.Linear(120, 84),
+        nn.Tanh(),
+        nn.Linear(84, 10),
+    )
+
+
+def _mlp_bn() -> nn.Module:
+    # A multilayer perceptron with BatchNorm1d and dropout: BatchNorm on features, not maps.
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(28 * 28, 256),
+        nn.BatchNorm1d(256),
+        nn.ReLU(),
+        nn.Dropout(0.2),
+        nn.Linear(256, 128),
+        nn.BatchNorm1d(128),
+        nn.ReLU(),
+        nn.Linear(128, 10),
+    )
+
+
 def _sgd(params: object, lr: float, wd: float) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=wd)  # type: ignore[arg-type]
 
@@ -70,6 +105,8 @@ RECIPES: dict[
     "efficientnet_sgd": (_efficientnet, lambda p: _sgd(p, 0.05, 1e-4), 12, 0.1),
     "shufflenet_sgd": (_shufflenet, lambda p: _sgd(p, 0.1, 5e-4), 10, 0.1),
     "efficientnet_adam": (_efficientnet, lambda p: torch.optim.Adam(p, lr=2e-3), 6, 0.0),
+    "lenet5_sgd": (_lenet5, lambda p: torch.optim.SGD(p, lr=0.05), 10, 0.0),
+    "mlp_bn_adam": (_mlp_bn, lambda p: torch.optim.Adam(p, lr=1e-3), 8, 0.05),
 }
 
 
