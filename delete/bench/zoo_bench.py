@@ -35,6 +35,7 @@ from delete.bench.zoo import ZOO, load_zoo_model, train_zoo_model
 from delete.data import DatasetBundle, load_mnist5k, make_unlearning_splits
 from delete.metrics.predict import predict
 from delete.models import ModelSpec, build_model
+from delete.selection import SelectionConfig
 from delete.training import TrainConfig, make_loader, train_classifier
 
 __all__ = ["run_zoo_bench", "PAPER_FAITHFUL", "SELECTION_SAMPLE_SIZE"]
@@ -89,9 +90,11 @@ def run_zoo_bench(
     paper_classes: int = 1,
     out: Path | None = None,
     forget_images: int | None = None,
+    selection: SelectionConfig | None = None,
 ) -> list[dict[str, Any]]:
     """Run the table; returns its rows and writes ``zoo.csv``/``zoo.md`` under ``out``.
-    ``forget_images`` keeps that many of each forget class's training images."""
+    ``forget_images`` keeps that many of each forget class's training images; ``selection``
+    replaces the default :class:`~delete.selection.SelectionConfig` of the automatic rows."""
     bundle = load_mnist5k(augment=False)
     rows: list[dict[str, Any]] = []
     for name in models:
@@ -105,14 +108,16 @@ def run_zoo_bench(
             before = _accuracy(model, splits.test_retain)
             g = torch.Generator().manual_seed(0)
             idx = torch.randperm(len(splits.train_retain), generator=g)[:SELECTION_SAMPLE_SIZE]
+            auto: dict[str, Any] = {} if selection is None else {"selection": selection}
             modes: list[tuple[str, dict[str, Any]]] = [
-                ("forget-only", {}),
+                ("forget-only", auto),
                 (
                     "selection",
                     {
+                        **auto,
                         "selection_loader": make_loader(
                             splits.train_retain.subset(idx), 250, shuffle=False
-                        )
+                        ),
                     },
                 ),
             ]
@@ -224,6 +229,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--forget-images", type=int, default=None)
     parser.add_argument("--out", type=Path, default=Path("bench_results"))
+    parser.add_argument(
+        "--min-delta-abs",
+        type=float,
+        default=None,
+        help="the stopping rule's opt-in absolute floor (SelectionConfig.min_delta_abs)",
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -233,6 +244,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         paper_classes=args.paper_classes,
         out=args.out,
         forget_images=args.forget_images,
+        selection=None
+        if args.min_delta_abs is None
+        else SelectionConfig(min_delta_abs=args.min_delta_abs),
     )
 
 

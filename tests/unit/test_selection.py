@@ -61,6 +61,25 @@ def test_stopper_keeps_going_while_retention_improves() -> None:
     assert "stopped improving for 2 epochs" in stop.reason
 
 
+@pytest.mark.parametrize(
+    ("start", "min_delta_abs", "stopped_at"),
+    [
+        (0.5, 0.002, None),  # falls by 0.06, 0.05...: well above the floor, never settles
+        (0.01, 0.002, 3),  # falls by 0.0012, 0.0011...: below it, settled at epoch 1
+        (0.01, 0.0, None),  # the relative rule alone: 12 % an epoch always counts
+    ],
+)
+def test_a_steady_relative_fall_of_a_tiny_term_does_not_hold_the_run_open(
+    start: float, min_delta_abs: float, stopped_at: int | None
+) -> None:
+    config = SelectionConfig(patience=2, min_epochs=1, max_epochs=30, min_delta_abs=min_delta_abs)
+    stop = Stopper(config)
+    # Forgotten from epoch 1; the retention term falls by 12 % every epoch (min_delta 10 %).
+    stopped = next(e for e in range(1, 31) if stop.update(_sig(e, 0.0, start * 0.88 ** (e - 1))))
+    assert stopped == (stopped_at or 30)
+    assert ("max_epochs=30" in stop.reason) == (stopped_at is None)
+
+
 def test_the_selection_accuracy_does_not_prolong_the_run() -> None:
     stop = Stopper(SelectionConfig(patience=2, min_epochs=1, max_epochs=20))
     flat_retention = 0.1
