@@ -48,7 +48,8 @@ def as_pair(batch: object, what: str = "loader") -> tuple[Tensor, Tensor]:
         what: The loader's name in the error message (``"forget set"``...).
 
     Raises:
-        DatasetError: The batch holds no inputs tensor and labels.
+        DatasetError: The batch holds no inputs tensor and labels, or is a single sample (a
+            dataset given where a loader belongs).
 
     Example:
         >>> x, y = torch.zeros(2, 1, 4, 4), torch.tensor([3, 3])
@@ -85,6 +86,14 @@ expected (inputs, labels), a longer tuple starting with them, or a mapping with 
                 f"the {what} yields labels of type {type(labels).__name__} that are not "
                 f"class indices: {exc}"
             ) from None
+    if labels.dim() == 0:
+        # A Dataset passed where a loader belongs yields one (image, label) at a time; a model
+        # then reads the image's channels as a batch and fails far from here, or worse, runs.
+        raise DatasetError(
+            f"the {what} yields single samples (a label with no batch dimension), not batches;"
+            " pass a DataLoader over the dataset, e.g. "
+            "delete.training.make_loader(dataset, 64, shuffle=True)"
+        )
     return inputs, labels
 
 

@@ -82,6 +82,17 @@ def test_a_batch_without_inputs_and_labels_is_refused_in_one_line(
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("selection", [True, False])
+def test_a_dataset_given_where_a_loader_belongs_is_refused(selection: bool) -> None:
+    model, _, _ = tiny_problem()
+    dataset = TensorDataset(*_forget_tensors())
+    hparams = {} if selection else {"epochs": 1, "lr": 0.01}
+    with pytest.raises(
+        DatasetError, match="yields single samples .* not batches; pass a DataLoader"
+    ):
+        delete.unlearn(model, dataset, [1], device="cpu", progress=False, **hparams)  # type: ignore[arg-type]
+
+
 def test_the_selection_refuses_a_forget_set_labelled_with_a_kept_class() -> None:
     model, _, _ = tiny_problem()
     images, labels = _forget_tensors()
