@@ -124,34 +124,6 @@ def _first_batch(loader: DataLoaderLike, what: str) -> torch.Tensor:
     raise InvalidForgetSetError(f"the {what} is empty; there is nothing to train on")
 
 
-def _check_forget_labels(labels: torch.Tensor, classes: tuple[int, ...]) -> None:
-    """Refuse a forget set whose probe images (the selection's first ``max_forget_probe``)
-    include one labelled with a retained class.
-
-    The automatic selection reads forgetting as the accuracy on the forget set's own labels,
-    so an image labelled with a class that is kept would read as never forgotten, and the run
-    would train to its last epoch for nothing. Only class labels (one per image) are checked.
-
-    Example:
-        >>> _check_forget_labels(torch.tensor([3, 3]), (3,))
-        >>> _check_forget_labels(torch.tensor([3, 5]), (3,))
-        Traceback (most recent call last):
-        ...
-        delete.errors.InvalidForgetSetError: the forget set holds images labelled 5, which is \
-not a forget class ([3]); pass only the images of the classes to forget
-    """
-    if labels.dim() != 1 or labels.is_floating_point():
-        return
-    others = sorted(set(labels.tolist()) - set(classes))
-    if others:
-        named = ", ".join(map(str, others[:5])) + (" ..." if len(others) > 5 else "")
-        raise InvalidForgetSetError(
-            f"the forget set holds images labelled {named}, which "
-            f"{'is' if len(others) == 1 else 'are'} not a forget class ({list(classes)}); pass "
-            "only the images of the classes to forget"
-        )
-
-
 def _set_trainable(student: nn.Module, prefixes: tuple[str, ...] | None) -> None:
     """Unfreeze the parameters the method may update; refuse prefixes that match nothing."""
     matched: set[str] = set()
@@ -309,7 +281,6 @@ def _run_selection(
         rotate=bool(fallback) and (not with_sample or forget_only is not None),
         forget_classes=ctx.forget_classes,
     )
-    _check_forget_labels(probe.forget_labels, ctx.forget_classes)
     return _select_and_train(
         _candidate_method(method, hparams, config),
         ctx,

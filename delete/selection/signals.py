@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from delete.errors import DatasetError, InvalidHparamError
+from delete.errors import DatasetError, InvalidForgetSetError, InvalidHparamError
 from delete.metrics.per_class_accuracy import per_class_accuracy
 
 log = logging.getLogger(__name__)
@@ -243,12 +243,15 @@ class ProbeSet:
         ``rotate``, their rotated copies and the original's logits on them too (a forward
         pass that only a run compared with another BatchNorm policy needs).
 
-        Images of ``forget_classes`` in the selection sample are left out of it: the sample
+        With ``forget_classes``, the labels are checked against them both ways. Forget
+        images labelled with a kept class are refused (:func:`_check_forget_labels`), and
+        images of ``forget_classes`` in the selection sample are left out of it: the sample
         stands for retained data, and a forgotten image there would read as damage (a sample
         drawn from every class, a tenth of it the forgotten class, would read about ten
         points short once forgotten and hold every run open for nothing).
 
         Raises:
+            InvalidForgetSetError: A forget image is labelled with a class that is kept.
             DatasetError: The selection sample holds only images of the forget classes.
         """
         fx, fy = _take(forget_loader, max_forget)
@@ -259,6 +262,7 @@ class ProbeSet:
                 f"{tuple(teacher.shape)}; pass lr= and epochs= (e.g. the task's TaskSpec"
                 ".delete_hparams) to run a fixed setting"
             )
+        _check_forget_labels(fy, forget_classes)
         turned = rotated(fx) if rotate else None
         turned_teacher = None if turned is None else _logits(original, turned, device)
         if selection_loader is None:
@@ -307,6 +311,39 @@ def _take(loader: Iterable[tuple[Tensor, Tensor]], limit: int) -> tuple[Tensor, 
     return torch.cat(xs)[:limit], torch.cat(ys)[:limit]
 
 
+def _class_labels(labels: Tensor, classes: tuple[int, ...]) -> bool:
+    """Whether ``labels`` are one class index per image and there are classes to check them
+    against (a segmentation mask holds every class of its scene, and is not checked)."""
+    return bool(classes) and labels.dim() == 1 and not labels.is_floating_point()
+
+
+def _check_forget_labels(labels: Tensor, classes: tuple[int, ...]) -> None:
+    """Refuse forget images (the probe's) labelled with a class that is kept.
+
+    The selection reads forgetting as the accuracy on the forget set's own labels, so an
+    image labelled with a kept class would read as never forgotten, and the run would train
+    to its last epoch for nothing.
+
+    Example:
+        >>> _check_forget_labels(torch.tensor([3, 3]), (3,))
+        >>> _check_forget_labels(torch.tensor([3, 5]), (3,))
+        Traceback (most recent call last):
+        ...
+        delete.errors.InvalidForgetSetError: the forget set holds images labelled 5, which is \
+not a forget class ([3]); pass only the images of the classes to forget
+    """
+    if not _class_labels(labels, classes):
+        return
+    others = sorted(set(labels.tolist()) - set(classes))
+    if others:
+        named = ", ".join(map(str, others[:5])) + (" ..." if len(others) > 5 else "")
+        raise InvalidForgetSetError(
+            f"the forget set holds images labelled {named}, which "
+            f"{'is' if len(others) == 1 else 'are'} not a forget class ({list(classes)}); pass "
+            "only the images of the classes to forget"
+        )
+
+
 def _without_classes(
     inputs: Tensor, labels: Tensor, classes: tuple[int, ...]
 ) -> tuple[Tensor, Tensor]:
@@ -317,7 +354,7 @@ def _without_classes(
         >>> x.tolist(), y.tolist()
         ([0.0, 2.0], [0, 1])
     """
-    if not classes or labels.dim() != 1 or labels.is_floating_point():
+    if not _class_labels(labels, classes):
         return inputs, labels
     keep = ~torch.isin(labels, torch.tensor(classes, dtype=labels.dtype))
     if not bool(keep.any()):
