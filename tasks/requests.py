@@ -29,6 +29,7 @@ import math
 import os
 import re
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -449,24 +450,34 @@ def _reject_duplicate_json_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _field_problem(loc: str, field: str, msg: str) -> str:
+    """Any other pydantic error: the request field it is about (the whole location where the
+    field is nested or unknown), then pydantic's message."""
+    if not loc:
+        return msg
+    return f"field '{field if field in DeletionRequest.model_fields else loc}': {msg}"
+
+
+#: How each pydantic error type reads in one line, from (location, top-level field, message);
+#: any other type reads as :func:`_field_problem`. Keyed by pydantic's error type, not by a
+#: task: every task's request is the same :class:`DeletionRequest`.
+_VALIDATION_FORMATS: dict[str, Callable[[str, str, str], str]] = {
+    "missing": lambda loc, field, msg: f"missing required field '{loc}'",
+    "extra_forbidden": lambda loc, field, msg: (
+        f"unknown field '{loc}' (allowed: {', '.join(DeletionRequest.model_fields)})"
+    ),
+    "literal_error": lambda loc, field, msg: f"field '{field}': {msg}" if field else msg,
+}
+
+
 def _format_validation_error(source: str, exc: ValidationError) -> str:
     errors = exc.errors(include_url=False)
     first = errors[0]
     loc = ".".join(str(part) for part in first["loc"])
     field = str(first["loc"][0]) if first["loc"] else ""
-    kind = first["type"]
     msg = str(first["msg"]).removeprefix("Value error, ")
     msg = msg[:1].lower() + msg[1:]
-    if kind == "missing":
-        text = f"missing required field '{loc}'"
-    elif kind == "extra_forbidden":
-        text = f"unknown field '{loc}' (allowed: {', '.join(DeletionRequest.model_fields)})"
-    elif kind == "literal_error" and field:
-        text = f"field '{field}': {msg}"
-    elif loc:
-        text = f"field '{field if field in DeletionRequest.model_fields else loc}': {msg}"
-    else:
-        text = msg
+    text = _VALIDATION_FORMATS.get(first["type"], _field_problem)(loc, field, msg)
     more = len(errors) - 1
     if more:
         text += f" (and {more} more problem{'s' if more > 1 else ''})"
