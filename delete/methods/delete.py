@@ -13,6 +13,7 @@ not frozen), chosen by a sweep on the benchmark in ``delete/bench`` and listed i
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -20,11 +21,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from delete.data.replay import hold_in_memory, replay_in_memory
 from delete.losses import delete_loss
 from delete.methods._registry import register_method
 from delete.methods.base import Batch, MethodConfig, UnlearnContext, UnlearningMethod
 
 __all__ = ["DeleteConfig", "DeleteMethod", "RECOMMENDED_HPARAMS"]
+
+log = logging.getLogger(__name__)
 
 #: Per-dataset defaults. digits and mnist5k were chosen by an lr x epochs sweep with the
 #: SmallCNN (README, Benchmark); the CIFAR entries are untuned starting points for ResNet-18.
@@ -42,13 +46,34 @@ class DeleteConfig(MethodConfig):
 
     Attributes:
         temperature: Softmax temperature of the distillation (the paper uses 1).
-        cache_teacher: Compute the teacher logits once and reuse them every epoch. Only valid
-            when the forget loader applies no random augmentation; the forget set is then
-            held in memory and reshuffled each epoch.
+        cache_teacher: Compute the teacher logits once and reuse them every epoch; the forget
+            set is then held in memory and reshuffled each epoch. ``None`` (the default)
+            does so when two passes over the forget loader yield the same images (no random
+            augmentation, :func:`~delete.data.replay.replay_in_memory`) and they fit in
+            1 GiB; ``True`` does so unchecked (the caller knows the loader does not augment),
+            ``False`` never. The teacher's forward was a quarter to a half of each training
+            step, and every figure of the README's zoo was measured with the cache on.
     """
 
     temperature: float = 1.0
-    cache_teacher: bool = False
+    cache_teacher: bool | None = None
+
+
+def _teacher_cache(
+    ctx: UnlearnContext, *, checked: bool
+) -> tuple[tuple[Tensor, Tensor, Tensor], int] | None:
+    """The forget set in memory with the teacher's logits, and its batch size; ``None`` when
+    ``checked`` and the loader augments or is too large (:func:`replay_in_memory`)."""
+    held = replay_in_memory(ctx.forget_loader) if checked else hold_in_memory(ctx.forget_loader)
+    if held is None:
+        return None
+    logits = []
+    with torch.no_grad():
+        for start in range(0, len(held.inputs), held.batch_size):
+            x = held.inputs[start : start + held.batch_size]
+            logits.append(ctx.original(x.to(ctx.device)).float().cpu())
+    log.debug("teacher logits of %d forget images computed once", len(held.inputs))
+    return (held.inputs, held.labels, torch.cat(logits)), held.batch_size
 
 
 @register_method("delete")
@@ -61,28 +86,19 @@ class DeleteMethod(UnlearningMethod):
     config: DeleteConfig
 
     def prepare(self, ctx: UnlearnContext) -> None:
-        if not self.config.cache_teacher:
+        if self.config.cache_teacher is False:
             return
         # The teacher's logits are the same for every candidate of a selection: the first
-        # run computes them, the others (other learning rates, the other BatchNorm policy)
-        # reuse them and the order they were drawn in.
-        if "delete_cache" not in ctx.shared:
-            inputs, targets, logits = [], [], []
-            batch_size = 0
-            with torch.no_grad():
-                for x, y in ctx.forget_loader:
-                    batch_size = max(batch_size, len(x))
-                    inputs.append(x)
-                    targets.append(y)
-                    logits.append(ctx.original(x.to(ctx.device)).float().cpu())
-            ctx.shared["delete_cache"] = (
-                (torch.cat(inputs), torch.cat(targets), torch.cat(logits)),
-                batch_size,
-            )
-        ctx.state["delete_cache"], ctx.state["delete_batch_size"] = ctx.shared["delete_cache"]
+        # run computes them (or finds the loader augments), the others (other learning rates,
+        # the other BatchNorm policy) reuse them and the order they were drawn in.
+        key = f"delete_cache_{self.config.cache_teacher}"
+        if key not in ctx.shared:
+            ctx.shared[key] = _teacher_cache(ctx, checked=self.config.cache_teacher is None)
+        if ctx.shared[key] is not None:
+            ctx.state["delete_cache"], ctx.state["delete_batch_size"] = ctx.shared[key]
 
     def batches(self, ctx: UnlearnContext, epoch: int) -> Iterator[Batch]:
-        if not self.config.cache_teacher:
+        if "delete_cache" not in ctx.state:
             yield from super().batches(ctx, epoch)
             return
         inputs, targets, logits = ctx.state["delete_cache"]
