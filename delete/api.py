@@ -6,7 +6,7 @@ import copy
 import dataclasses
 import os
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -57,6 +57,10 @@ class UnlearnResult:
     device: str
     engine: EngineResult
     selection: SelectionReport | None = None
+    #: How the run was carried out where that was decided at run time: the students' memory
+    #: ``layout`` (``channels_last`` or ``contiguous``) and what the method noted
+    #: (:meth:`~delete.methods.base.UnlearnContext.note`; DELETE's ``teacher_logits``).
+    runtime: dict[str, str] = field(default_factory=dict)
 
 
 def validate_forget_classes(
@@ -258,6 +262,7 @@ def run_unlearning(
         device=str(dev),
         engine=engine,
         selection=report,
+        runtime={"layout": "channels_last" if channels_last else "contiguous", **ctx.notes},
     )
 
 

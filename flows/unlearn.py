@@ -739,6 +739,8 @@ def _lineage_record(ctx: _Run, request: DeletionRequest, work: _Work) -> Request
             "seconds": result.engine.seconds,
             "resumed_from_epoch": result.engine.resumed_from_epoch,
             "device": result.device,
+            # Decided at run time, so a rerun can be checked against it.
+            **result.runtime,
         },
         # What the automatic selection tried, chose and why it stopped (None: fixed run).
         selection=None if result.selection is None else result.selection.to_dict(),
@@ -789,6 +791,7 @@ def _run_params(request: DeletionRequest, work: _Work) -> dict[str, Any]:
         "threat_model": threat_model(work.loaded.repair),
         "device": result.device,
         "engine.resumed_from_epoch": result.engine.resumed_from_epoch,
+        **{f"engine.{k}": v for k, v in result.runtime.items()},
         **{f"hparam.{k}": v for k, v in result.config.to_dict().items()},
         **{f"gate.{k}": v for k, v in work.judged.gates.items()},
     }

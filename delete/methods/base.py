@@ -95,6 +95,9 @@ class Batch:
         )
 
 
+_NOTES = "run_notes"
+
+
 @dataclass
 class UnlearnContext:
     """Everything a method may read while it trains.
@@ -125,6 +128,22 @@ class UnlearnContext:
     generator: torch.Generator
     state: dict[str, Any] = field(default_factory=dict)
     shared: dict[str, Any] = field(default_factory=dict)
+
+    def note(self, key: str, value: str) -> None:
+        """Record how the run was carried out where it was decided at run time (DELETE: its
+        teacher's logits computed once or every step); the run record holds :attr:`notes`.
+
+        Example:
+            >>> ctx = UnlearnContext(*[None] * 4, (1,), 2, torch.device("cpu"), None)
+            >>> ctx.note("teacher_logits", "computed once"); ctx.notes
+            {'teacher_logits': 'computed once'}
+        """
+        self.shared.setdefault(_NOTES, {})[key] = value
+
+    @property
+    def notes(self) -> dict[str, str]:
+        """What :meth:`note` recorded, by every run of the request."""
+        return dict(self.shared.get(_NOTES, {}))
 
     @property
     def retain_classes(self) -> tuple[int, ...]:

@@ -87,6 +87,7 @@ class DeleteMethod(UnlearningMethod):
 
     def prepare(self, ctx: UnlearnContext) -> None:
         if self.config.cache_teacher is False:
+            ctx.note("teacher_logits", "every step")
             return
         # The teacher's logits are the same for every candidate of a selection: the first
         # run computes them (or finds the loader augments), the others (other learning rates,
@@ -96,6 +97,7 @@ class DeleteMethod(UnlearningMethod):
             ctx.shared[key] = _teacher_cache(ctx, checked=self.config.cache_teacher is None)
         if ctx.shared[key] is not None:
             ctx.state["delete_cache"], ctx.state["delete_batch_size"] = ctx.shared[key]
+        ctx.note("teacher_logits", "every step" if ctx.shared[key] is None else "computed once")
 
     def batches(self, ctx: UnlearnContext, epoch: int) -> Iterator[Batch]:
         if "delete_cache" not in ctx.state:

@@ -49,6 +49,10 @@ def test_unpinned_request_selects_with_a_training_sample_and_records_it(
     assert record["hparams"]["lr"] == selection["chosen_lr"]
     assert record["hparams"]["grad_clip"] == 1.0 and record["hparams"]["freeze_bn"] is True
     assert record["hparams"]["epochs"] == selection["best_epoch"]
+    # How it ran, decided at run time: the SmallCNN channels-last (its logits are the same),
+    # the teacher's logits once (the pipeline's forget loader does not augment).
+    assert record["engine"]["layout"] == "channels_last"
+    assert record["engine"]["teacher_logits"] == "computed once"
 
     (completed,) = open_audit_log(settings).find("request.completed", "auto-select-0001")
     audited = completed["payload"]["selection"]

@@ -136,15 +136,18 @@ def test_a_flatten_head_gives_the_same_logits_in_both_layouts() -> None:
 
 def test_the_teacher_runs_once_per_image_on_a_loader_that_does_not_augment() -> None:
     model = _model()
-    delete.unlearn(model, _forget_loader(), [FORGET], **FIXED)
+    result = delete.run_unlearning(model, _forget_loader(), [FORGET], **FIXED)
+    assert result.runtime == {"layout": "channels_last", "teacher_logits": "computed once"}
     # 2 forget batches: 2 teacher forwards for the cache, 1 to count the classes and 2 for the
     # layout check; computed every step it would be 2 per epoch, 6 in all, on top of those.
     assert _TwoConv.eval_calls[0] == 5
 
 
 def test_the_teacher_runs_every_step_on_a_loader_that_augments() -> None:
-    model = _model()
-    delete.unlearn(model, DataLoader(_Augmented(), batch_size=4), [FORGET], **FIXED)
+    model = _model("view")
+    loader = DataLoader(_Augmented(), batch_size=4)
+    result = delete.run_unlearning(model, loader, [FORGET], **FIXED)
+    assert result.runtime == {"layout": "contiguous", "teacher_logits": "every step"}
     assert _TwoConv.eval_calls[0] == 3 + 2 * EPOCHS
 
 
