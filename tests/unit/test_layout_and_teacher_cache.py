@@ -178,3 +178,20 @@ def test_an_augmenting_loader_is_not_held_in_memory_and_a_fixed_one_is_in_any_or
             yield images, labels if Relabel.passes == 1 else (labels + 1) % 4
 
     assert replay_in_memory(Relabel()) is None
+
+
+class _FixedBatch(_TwoConv):
+    """A forward written for batches of exactly 4 images (``view(4, -1)``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv2(torch.relu(self.conv1(x))).reshape(4, -1))
+
+
+def test_a_model_that_refuses_the_layout_checks_batch_keeps_its_layout() -> None:
+    torch.manual_seed(0)
+    model = _FixedBatch().eval()
+    x = tiny_data()[0][:4]
+    # The check reads 8 images; this forward raises on them in either layout.
+    assert to_channels_last_if_same(model, torch.cat([x, x])) is False
+    assert not is_channels_last(model)
+    assert model(x).shape == (4, 4)
