@@ -58,8 +58,10 @@ def _fingerprints(inputs: Tensor, labels: Tensor) -> Iterator[bytes]:
 
 
 def _one_pass(
-    loader: Iterable[tuple[Tensor, Tensor]], max_bytes: int | None
+    loader: Iterable[tuple[Tensor, Tensor]], max_bytes: int | None, *, digests: bool = True
 ) -> tuple[Replay | None, Counter[bytes]]:
+    """One pass held in memory (``None`` when empty or over ``max_bytes``), and a digest of
+    every image when ``digests``."""
     inputs: list[Tensor] = []
     labels: list[Tensor] = []
     seen: Counter[bytes] = Counter()
@@ -73,7 +75,8 @@ def _one_pass(
         batch_size = max(batch_size, len(x))
         inputs.append(x.detach().cpu())
         labels.append(y.detach().cpu())
-        seen.update(_fingerprints(x, y))
+        if digests:
+            seen.update(_fingerprints(x, y))
     if not inputs:
         return None, seen
     return Replay(torch.cat(inputs), torch.cat(labels), batch_size), seen
@@ -90,16 +93,7 @@ def hold_in_memory(loader: Iterable[tuple[Tensor, Tensor]]) -> Replay | None:
         >>> held.inputs.shape, held.labels.tolist(), held.batch_size
         (torch.Size([3, 3]), [0, 1, 2], 2)
     """
-    inputs: list[Tensor] = []
-    labels: list[Tensor] = []
-    batch_size = 0
-    for x, y in loader:
-        batch_size = max(batch_size, len(x))
-        inputs.append(x.detach().cpu())
-        labels.append(torch.as_tensor(y).detach().cpu())
-    if not inputs:
-        return None
-    return Replay(torch.cat(inputs), torch.cat(labels), batch_size)
+    return _one_pass(loader, None, digests=False)[0]
 
 
 def replay_in_memory(
