@@ -855,6 +855,49 @@ def test_forget_only_a_second_policy_that_reads_worse_once_forgotten_is_abandone
     assert [t.status for t in outcome.trials] == ["abandoned"]
 
 
+@pytest.mark.parametrize(
+    ("probe_reading", "abandoned"), [(0.105, False), (0.115, True)], ids=["near-tie", "above"]
+)
+def test_a_second_policy_is_abandoned_only_above_the_bound_by_more_than_min_delta(
+    monkeypatch: pytest.MonkeyPatch, probe_reading: float, abandoned: bool
+) -> None:
+    import delete.selection.auto as auto
+
+    ctx, _ = _tiny_with_sample()
+    probe = ProbeSet.gather(ctx.original, ctx.forget_loader, ctx.device)  # type: ignore[arg-type]
+
+    def scripted(live: Any, probe: ProbeSet, **_: bool) -> EpochSignals:
+        # The probe reads ``probe_reading`` on rotated images against a bound of 0.1: 5 % or
+        # 15 % above it (min_delta is 10 %). Then forgotten, flat, and well below the bound.
+        e = len(live.signals) + 1
+        sig = EpochSignals(
+            e,
+            forget_acc=40.0 if e <= 3 else 0.0,
+            forgetting=1.0 if e <= 3 else 0.0,
+            retention=0.2,
+            agreement=1.0,
+            rotated_retention=probe_reading if e <= 3 else 0.05,
+        )
+        live.signals.append(sig)
+        return sig
+
+    monkeypatch.setattr(auto, "_epoch", scripted)
+    config = SelectionConfig(candidates=(Candidate(0.1, False),))
+    outcome = auto._run(
+        lambda c, n: create_method("delete", lr=c.lr, epochs=n),
+        ctx,
+        probe,
+        config,
+        False,
+        None,
+        abandon_above=0.1,
+    )
+    assert outcome.abandoned is abandoned, outcome.reason
+    # Abandoned at the probe's first epoch, or trained until the stopping rule may fire (its
+    # retention term is flat, so at min_epochs).
+    assert outcome.chosen.signals[-1].epoch == (1 if abandoned else config.min_epochs)
+
+
 @pytest.mark.parametrize("with_sample", [True, False], ids=["selection-sample", "forget-only"])
 def test_a_fallback_that_diverges_keeps_the_first_policys_result(with_sample: bool) -> None:
     # With the sample the first policy must read short for the fallback to run: it collapses.
