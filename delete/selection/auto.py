@@ -1146,7 +1146,7 @@ def _run(
     return _Outcome(chosen, trials, best_sig, best_state, stopper.reason)
 
 
-def _worse_already(sig: EpochSignals, bound: float | None, margin: float = 0.0) -> bool:
+def _worse_already(sig: EpochSignals, bound: float | None, margin: float) -> bool:
     """Whether a probe epoch of a second BatchNorm policy already reads above ``bound`` (the
     first policy's kept state) on rotated forget images by more than ``margin`` (relative;
     the selection passes ``rotated_margin``), forgetting or not: a state that has moved less
@@ -1158,7 +1158,7 @@ def _worse_already(sig: EpochSignals, bound: float | None, margin: float = 0.0) 
 
     Example:
         >>> sig = EpochSignals(3, 40.0, 1.0, 0.2, 1.0, rotated_retention=0.12)
-        >>> _worse_already(sig, 0.1), _worse_already(sig, 0.1, margin=0.25)
+        >>> _worse_already(sig, 0.1, margin=0.0), _worse_already(sig, 0.1, margin=0.25)
         (True, False)
     """
     turned = sig.rotated_retention

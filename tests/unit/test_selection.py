@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -814,26 +815,28 @@ def test_forget_only_without_square_images_no_second_policy_is_probed() -> None:
     assert res.selection.final.rotated_retention is None
 
 
-def test_forget_only_a_second_policy_that_reads_worse_once_forgotten_is_abandoned(
+def _second_policy_run(
     monkeypatch: pytest.MonkeyPatch,
-) -> None:
+    retention: Callable[[int], float],
+    rotated: Callable[[int], float],
+) -> tuple[Any, SelectionConfig]:
+    """One train-mode candidate run as a second BatchNorm policy against a bound of 0.1 on
+    rotated forget images, its epochs scripted: forgetting through its 3-epoch probe (40 %),
+    forgotten after, with ``retention(epoch)`` and ``rotated(epoch)`` as its two terms."""
     import delete.selection.auto as auto
 
     ctx, _ = _tiny_with_sample()
     probe = ProbeSet.gather(ctx.original, ctx.forget_loader, ctx.device)  # type: ignore[arg-type]
 
     def scripted(live: Any, probe: ProbeSet, **_: bool) -> EpochSignals:
-        # Below the bound through its probe, still forgetting; then forgotten, its retention
-        # term improving 20 % an epoch (the stopping rule never fires) but 0.5 on rotated
-        # images from epoch 4 on.
         e = len(live.signals) + 1
         sig = EpochSignals(
             e,
             forget_acc=40.0 if e <= 3 else 0.0,
             forgetting=1.0 if e <= 3 else 0.0,
-            retention=0.8**e,
+            retention=retention(e),
             agreement=1.0,
-            rotated_retention=0.01 if e <= 3 else 0.5,
+            rotated_retention=rotated(e),
         )
         live.signals.append(sig)
         return sig
@@ -849,6 +852,17 @@ def test_forget_only_a_second_policy_that_reads_worse_once_forgotten_is_abandone
         None,
         abandon_above=0.1,
     )
+    return outcome, config
+
+
+def test_forget_only_a_second_policy_that_reads_worse_once_forgotten_is_abandoned(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Below the bound through its probe; then its retention term improves 20 % an epoch (the
+    # stopping rule never fires) but it reads 0.5 on rotated images from epoch 4 on.
+    outcome, _ = _second_policy_run(
+        monkeypatch, lambda e: 0.8**e, lambda e: 0.01 if e <= 3 else 0.5
+    )
     assert outcome.abandoned, outcome.reason
     assert outcome.chosen.signals[-1].epoch == 11  # epochs 10 and 11 read above the bound
     assert "read above it for 2 epochs in a row after epoch 10" in outcome.reason
@@ -861,36 +875,10 @@ def test_forget_only_a_second_policy_that_reads_worse_once_forgotten_is_abandone
 def test_a_second_policy_is_abandoned_only_above_the_bound_by_more_than_its_margin(
     monkeypatch: pytest.MonkeyPatch, probe_reading: float, abandoned: bool
 ) -> None:
-    import delete.selection.auto as auto
-
-    ctx, _ = _tiny_with_sample()
-    probe = ProbeSet.gather(ctx.original, ctx.forget_loader, ctx.device)  # type: ignore[arg-type]
-
-    def scripted(live: Any, probe: ProbeSet, **_: bool) -> EpochSignals:
-        # The probe reads ``probe_reading`` on rotated images against a bound of 0.1: 20 % or
-        # 30 % above it (rotated_margin is 25 %). Then forgotten, flat, well below the bound.
-        e = len(live.signals) + 1
-        sig = EpochSignals(
-            e,
-            forget_acc=40.0 if e <= 3 else 0.0,
-            forgetting=1.0 if e <= 3 else 0.0,
-            retention=0.2,
-            agreement=1.0,
-            rotated_retention=probe_reading if e <= 3 else 0.05,
-        )
-        live.signals.append(sig)
-        return sig
-
-    monkeypatch.setattr(auto, "_epoch", scripted)
-    config = SelectionConfig(candidates=(Candidate(0.1, False),))
-    outcome = auto._run(
-        lambda c, n: create_method("delete", lr=c.lr, epochs=n),
-        ctx,
-        probe,
-        config,
-        False,
-        None,
-        abandon_above=0.1,
+    # The probe reads ``probe_reading`` on rotated images against a bound of 0.1: 20 % or
+    # 30 % above it (rotated_margin is 25 %). Then forgotten, flat, well below the bound.
+    outcome, config = _second_policy_run(
+        monkeypatch, lambda e: 0.2, lambda e: probe_reading if e <= 3 else 0.05
     )
     assert outcome.abandoned is abandoned, outcome.reason
     # Abandoned at the probe's first epoch, or trained until the stopping rule may fire (its
