@@ -289,8 +289,10 @@ def _run_selection(
         selection_loader=selection_loader,
         max_forget=config.max_forget_probe,
         max_selection=config.max_selection,
-        # The rotated forget images judge the BatchNorm fallback of a run without the sample.
-        rotate=bool(fallback) and (not with_sample or forget_only is not None),
+        # The rotated forget images rank the epochs to keep (``keep_by_rotated``) and judge
+        # the BatchNorm fallback of a run without the sample.
+        rotate=config.keep_by_rotated
+        or (bool(fallback) and (not with_sample or forget_only is not None)),
         forget_classes=ctx.forget_classes,
     )
     return _select_and_train(

@@ -337,6 +337,24 @@ class SelectionConfig:
             37-image request (a model at 86 %, one step a pass) the sample read the forget-only
             rule's state 9.6 points short, ran its own rule (4.2 short) and kept that one (4.3
             points lost on the test split, as before).
+        keep_by_rotated: On square images, read the retention term on the rotated forget
+            images (:func:`~delete.selection.signals.rotated`) after every epoch and rank the
+            epochs to keep by DELETE's loss on the forget images *plus* that term
+            (:func:`_keep_score`). With a selection sample read only on the last states, the
+            epoch this ranks best is the one the sample compares with them (the forget-only
+            pick); where the sample is read every epoch it ranks them itself. The forget
+            images are trained on, and their retention term can keep falling while the model
+            drifts away from the teacher everywhere else: an EfficientNet-B0 trained with Adam
+            (an outside recipe, ``docs/bench/outside_models.py``), digit 3, read 0.058 at
+            epoch 7 and 0.020 at epoch 13 while it lost 1.78, then 3.56 points retained; its
+            rotated reading rose from 0.157 to 0.307. The rotated images are never trained on
+            and the teacher assigns them to the kept classes. On the zoo and the outside
+            models (36 forget-only requests, ``docs/bench/keep_by_rotated_cpu.md``) the worst
+            loss fell from 3.56 to 2.22 points and the mean from 0.26 to 0.23; three requests
+            kept an epoch 0.56-0.67 points worse, three one test image worse. With the sample
+            (36 requests) only that EfficientNet moved: digit 3 from 2.78 to 1.45 points,
+            digit 5 from 0.22 to 0.56. The stopping rule is unchanged (forget-only, every
+            request trained the same epochs). ``False`` ranks by DELETE's loss alone.
     """
 
     candidates: tuple[Candidate, ...] | None = None
@@ -366,6 +384,7 @@ class SelectionConfig:
     rotated_margin: float = 0.25
     sample_every_epoch: bool = False
     short_forget_only: bool = True
+    keep_by_rotated: bool = True
 
     def __post_init__(self) -> None:
         if self.probe_epochs < 1 or self.max_epochs < self.probe_epochs:
@@ -845,10 +864,33 @@ def _sample_score(sig: EpochSignals, config: SelectionConfig) -> float:
 
 def _keep_score(sig: EpochSignals, config: SelectionConfig, by_sample: bool) -> float:
     """Which of two epochs to keep while training: :func:`_sample_score` when the sample is
-    read every epoch, else :func:`forget_score`."""
+    read every epoch, else :func:`forget_score` less the retention term on rotated forget
+    images where it was read (``keep_by_rotated``).
+
+    Example:
+        >>> sig = EpochSignals(9, 0.0, 0.01, 0.05, 1.0, rotated_retention=0.30)
+        >>> round(_keep_score(sig, SelectionConfig(), by_sample=False), 2)
+        -0.36
+        >>> round(_keep_score(sig, SelectionConfig(keep_by_rotated=False), by_sample=False), 2)
+        -0.06
+    """
     if by_sample:
         return _sample_score(sig, config)
-    return forget_score(sig, config.forget_threshold)
+    kept = forget_score(sig, config.forget_threshold)
+    if config.keep_by_rotated and sig.rotated_retention is not None:
+        kept -= sig.rotated_retention
+    return kept
+
+
+def _reads_rotated(probe: ProbeSet, config: SelectionConfig) -> bool:
+    """Whether every epoch reads the retention term on the rotated forget images for the
+    epoch to keep (``keep_by_rotated``, square images): not where the selection sample is
+    read every epoch, since its own reading then ranks them."""
+    return (
+        config.keep_by_rotated
+        and probe.rotated_inputs is not None
+        and not (probe.selection_inputs is not None and config.sample_every_epoch)
+    )
 
 
 def _short(sig: EpochSignals, probe: ProbeSet, config: SelectionConfig) -> str:
@@ -991,6 +1033,7 @@ def _probe_all(
     lives: list[_Live] = []
     trials: list[Trial] = []
     chosen: _Live | None = None
+    turn = abandon_above is not None or _reads_rotated(probe, config)
     for cand in candidates:
         if chosen is not None:
             trials.append(Trial(cand, (), "skipped", None))
@@ -999,9 +1042,7 @@ def _probe_all(
         turned: float | None = None
         try:
             for _ in range(config.probe_epochs):
-                sig = _epoch(
-                    live, probe, with_selection=True, with_rotated=abandon_above is not None
-                )
+                sig = _epoch(live, probe, with_selection=True, with_rotated=turn)
                 if _worse_already(sig, abandon_above, config.rotated_margin):
                     turned = sig.rotated_retention
                     break
@@ -1108,11 +1149,10 @@ def _run(
     for sig in chosen.signals:
         stopped = stopper.update(sig)
     above = 0  # epochs in a row above ``abandon_above``
+    turn = abandon_above is not None or _reads_rotated(probe, config)
     while not stopped:
         try:
-            sig = _epoch(
-                chosen, probe, with_selection=every, with_rotated=abandon_above is not None
-            )
+            sig = _epoch(chosen, probe, with_selection=every, with_rotated=turn)
         except NonFiniteLossError as exc:
             stopper.reason = f"the loss diverged ({exc}); kept the best earlier epoch"
             selecting = False  # nothing more to train; the pick so far stands
@@ -1363,7 +1403,13 @@ def _by_sample(
     better = _sample_score(second.best, config) > _sample_score(first.best, config)
     original = probe.original_selection_acc or 0.0
     acc, read = first.best.selection_acc or 0.0, second.best.selection_acc
-    second_read = "" if read is None else f"{original - read:.1f} points below"
+    if read is not None:
+        second_read = f"{original - read:.1f} points below"
+    elif second.best.forget_acc > config.forget_threshold:
+        # The sample reads only forgotten states: this run never forgot the class.
+        second_read = f"it still recognised {second.best.forget_acc:.0f} % of the forget images"
+    else:
+        second_read = "not read on the sample"
     note = (
         f"; with frozen BatchNorm statistics the selection sample read {original - acc:.1f}"
         f" points below the original (more than {config.bn_fallback_drop:g}), so BatchNorm in"

@@ -886,6 +886,133 @@ def test_a_second_policy_is_abandoned_only_above_the_bound_by_more_than_its_marg
     assert outcome.chosen.signals[-1].epoch == (1 if abandoned else config.min_epochs)
 
 
+def _rotated_keep_run(
+    monkeypatch: pytest.MonkeyPatch, config: SelectionConfig, *, with_sample: bool
+) -> Any:
+    """One frozen candidate's run, its epochs scripted: forgotten from epoch 4, its retention
+    term on the forget images falling 20 % an epoch to the end (12 epochs), its retention term
+    on rotated forget images 0.05 to epoch 6 and 0.5 from epoch 7 on; the sample, where it is
+    read, reads 90 % every time. Each reading is given only where the selection asks for it."""
+    import delete.selection.auto as auto
+
+    ctx, sampled = _tiny_with_sample()
+    probe = dataclasses.replace(
+        sampled,
+        rotated_inputs=torch.zeros(1, 1, 8, 8),  # never read: the epochs are scripted
+        rotated_teacher=torch.zeros(1, 4),
+    )
+    if not with_sample:
+        probe = dataclasses.replace(probe, selection_inputs=None, selection_labels=None)
+
+    def scripted(
+        live: Any, probe: ProbeSet, with_selection: bool = False, with_rotated: bool = False
+    ) -> EpochSignals:
+        e = len(live.signals) + 1
+        sig = EpochSignals(
+            e,
+            forget_acc=40.0 if e <= 3 else 0.0,
+            forgetting=1.0 if e <= 3 else 0.0,
+            retention=0.8**e,
+            agreement=1.0,
+            selection_acc=90.0 if with_selection and probe.selection_inputs is not None else None,
+            rotated_retention=(0.05 if e <= 6 else 0.5) if with_rotated else None,
+        )
+        live.signals.append(sig)
+        return sig
+
+    monkeypatch.setattr(auto, "_epoch", scripted)
+    return auto._run(
+        lambda c, n: create_method("delete", lr=c.lr, epochs=n),
+        ctx,
+        probe,
+        dataclasses.replace(config, candidates=(Candidate(0.1, True),), max_epochs=12),
+        False,
+        None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("keep_by_rotated", "kept"), [(True, 6), (False, 12)], ids=["rule-on", "rule-off"]
+)
+def test_forget_only_the_epoch_kept_is_the_one_rotated_images_read_best_with_delete_loss(
+    monkeypatch: pytest.MonkeyPatch, keep_by_rotated: bool, kept: int
+) -> None:
+    # The forget images' retention term alone keeps improving to epoch 12 (overfitting the
+    # images trained on); the rotated images read ten times worse from epoch 7, so with the
+    # rule the last epoch before that is kept.
+    outcome = _rotated_keep_run(
+        monkeypatch, SelectionConfig(keep_by_rotated=keep_by_rotated), with_sample=False
+    )
+    assert outcome.best.epoch == kept, [s.to_dict() for s in outcome.chosen.signals]
+    read = {s.rotated_retention is not None for s in outcome.chosen.signals}
+    assert read == {keep_by_rotated}
+
+
+@pytest.mark.parametrize("keep_by_rotated", [True, False], ids=["rule-on", "rule-off"])
+def test_with_a_sample_the_rotated_pick_is_among_the_states_the_sample_compares(
+    monkeypatch: pytest.MonkeyPatch, keep_by_rotated: bool
+) -> None:
+    # Read only on the last states (long passes), the sample compares epochs 10-12 with the
+    # forget-only pick: epoch 6 with the rule, epoch 12 without it.
+    outcome = _rotated_keep_run(
+        monkeypatch, SelectionConfig(keep_by_rotated=keep_by_rotated), with_sample=True
+    )
+    by_epoch = {s.epoch: s for s in outcome.chosen.signals}
+    assert (by_epoch[6].selection_acc is not None) is keep_by_rotated
+    assert all(by_epoch[e].selection_acc is not None for e in (10, 11, 12))
+
+
+def test_where_the_sample_is_read_every_epoch_it_ranks_the_epochs_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    outcome = _rotated_keep_run(
+        monkeypatch, SelectionConfig(sample_every_epoch=True), with_sample=True
+    )
+    assert all(s.rotated_retention is None for s in outcome.chosen.signals)
+
+
+def test_forget_only_every_epoch_of_a_model_without_batchnorm_reads_rotated_images_too() -> None:
+    torch.manual_seed(0)
+    images, labels = tiny_data(n=64)
+    model = _fit(
+        nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(256, 4)),
+        images,
+        labels,
+        100,
+    )
+    mask = labels == 1
+    for keep_by_rotated in (True, False):
+        res = run_unlearning(
+            model,
+            loader_of(images[mask], labels[mask]),
+            [1],
+            device="cpu",
+            progress=False,
+            selection=SelectionConfig(keep_by_rotated=keep_by_rotated),
+        )
+        assert res.selection is not None
+        read = {s.rotated_retention is not None for s in res.selection.history}
+        assert read == {keep_by_rotated}
+
+
+def test_a_fallback_that_never_forgot_says_so_in_the_stop_reason() -> None:
+    # The sample reads only forgotten states, so a train-mode run that never forgot (BatchNorm
+    # statistics of one class wreck it) has no reading to report; the reason said "()".
+    import delete.selection.auto as auto
+
+    _, probe = _tiny_with_sample()
+    original = probe.original_selection_acc or 0.0
+
+    def outcome(sig: EpochSignals) -> Any:
+        return auto._Outcome(None, [], sig, {}, "")  # type: ignore[arg-type]
+
+    first = outcome(EpochSignals(12, 0.0, 0.01, 0.05, 1.0, selection_acc=original - 3.0))
+    second = outcome(EpochSignals(30, 60.0, 1.5, 0.4, 0.5))
+    better, note = auto._by_sample(first, second, probe, SelectionConfig())
+    assert not better
+    assert "BatchNorm in train mode was tried too (it still recognised 60 % of the forget" in note
+
+
 @pytest.mark.parametrize("with_sample", [True, False], ids=["selection-sample", "forget-only"])
 def test_a_fallback_that_diverges_keeps_the_first_policys_result(with_sample: bool) -> None:
     # With the sample the first policy must read short for the fallback to run: it collapses.
