@@ -929,11 +929,18 @@ def _extend_by_selection(
     """Train on while the kept state reads short on the selection sample (more than
     ``selection_tolerance`` points below the original, or a class more than
     ``selection_class_tolerance`` below its own), reading it every epoch here; returns the
-    state to keep and what happened, as a clause of the stop reason ('' when not needed)."""
+    state to keep and what happened, as a clause of the stop reason ('' when not needed).
+
+    The best reading so far (``top``) holds the run open while it improves. The state kept is
+    chosen as :func:`_pick_by_selection` chooses: among states the sample reads within one
+    image of ``top``, the lower DELETE loss. Keeping the first of such ties instead kept a
+    MobileNetV3 (digit 3) at 1.22 points lost where the next four epochs read the same on the
+    sample, each with a lower loss, and the last lost 0.89."""
     best, state = kept
     why = _short(best, probe, config)
     if not why or live.run.epoch >= config.max_epochs:
         return best, state, ""
+    margins, top = _one_image(probe), best
     since, outcome = 0, ""
     while live.run.epoch < config.max_epochs and not outcome:
         try:
@@ -941,13 +948,19 @@ def _extend_by_selection(
         except NonFiniteLossError as exc:
             outcome = f"the loss diverged ({exc})"
             break
-        improved = _sample_score(sig, config) > _sample_score(best, config)
-        if improved:
-            best, state, since = sig, _snapshot(live.ctx.student), 0
+        if _sample_score(sig, config) > _sample_score(top, config):
+            top, since = sig, 0
         else:
             since += 1
+        improved = _one_image_from(sig, top, margins, config) and (
+            not _one_image_from(best, top, margins, config)
+            or forget_score(sig, config.forget_threshold)
+            > forget_score(best, config.forget_threshold)
+        )
+        if improved:
+            best, state = sig, _snapshot(live.ctx.student)
         save(live, best, state if improved else None)
-        if not _short(best, probe, config):
+        if not _short(top, probe, config):  # the kept state reads within one image of it
             outcome = (
                 f"within {config.selection_tolerance:g} point (each class within "
                 f"{config.selection_class_tolerance:g}) at epoch {best.epoch}"

@@ -651,6 +651,44 @@ def test_a_short_request_with_a_sample_runs_the_forget_only_rule_and_a_long_one_
     assert {t.rule for t in _select_tiny(SelectionConfig(), with_sample=False).trials} == {""}
 
 
+@pytest.mark.parametrize(
+    ("readings", "kept"),
+    [((97.0, 97.0, 97.0, 97.0), 14), ((97.0, 96.0, 95.0, 95.0), 12), ((95.0,) * 4, 10)],
+    ids=["ties", "one-image-then-two", "two-images-worse"],
+)
+def test_the_extension_keeps_the_lowest_loss_among_states_the_sample_cannot_tell_apart(
+    monkeypatch: pytest.MonkeyPatch, readings: tuple[float, ...], kept: int
+) -> None:
+    # A 100-image sample (one image = 1 point) read 97 % at the kept epoch 10, 3 points short,
+    # so the run trains on, reading it every epoch; each epoch's DELETE loss is lower than the
+    # last. A state within one image of the best reading is a tie and the lower loss wins
+    # (epoch 12 reads 96 against 97, epoch 14 95); two images below it never does.
+    import types
+
+    import delete.selection.auto as auto
+
+    labels = torch.arange(100) % 10
+    x = torch.zeros(100, 2)
+    probe = ProbeSet(x[:1], labels[:1], x[:1], x, labels, original_selection_acc=100.0)
+    live: Any = types.SimpleNamespace(
+        run=types.SimpleNamespace(epoch=10), ctx=types.SimpleNamespace(student=nn.Linear(2, 2))
+    )
+
+    def scripted(live: Any, probe: ProbeSet, **_: bool) -> EpochSignals:
+        live.run.epoch += 1
+        e = live.run.epoch
+        return EpochSignals(e, 0.0, 0.0, 0.1 / e, 1.0, selection_acc=readings[e - 11])
+
+    monkeypatch.setattr(auto, "_epoch", scripted)
+    start = EpochSignals(10, 0.0, 0.0, 0.1, 1.0, selection_acc=97.0)
+    config = SelectionConfig(max_epochs=14, selection_class_tolerance=100.0)
+    best, _, note = auto._extend_by_selection(
+        live, probe, config, (start, {}), auto._Saver(None, [])
+    )
+    assert best.epoch == kept, note
+    assert live.run.epoch == 14  # four epochs without a better reading
+
+
 def test_one_class_short_on_the_sample_keeps_the_run_going_too() -> None:
     from delete.selection.auto import _short
 
