@@ -1196,7 +1196,42 @@ def _run(
             chosen, probe, config, (best_sig, best_state), _Saver(folder, trials)
         )
         stopper.reason += note
+    elif not selecting:
+        stopper.reason += _kept_by_rotated(chosen.signals, best_sig, config)
     return _Outcome(chosen, trials, best_sig, best_state, stopper.reason)
+
+
+def _kept_by_rotated(
+    signals: list[EpochSignals], kept: EpochSignals, config: SelectionConfig
+) -> str:
+    """The stop reason's clause where the rotated forget images moved the epoch kept
+    (``keep_by_rotated``), so a record says why that epoch; '' where DELETE's loss alone
+    ranks it first too.
+
+    Example:
+        >>> sig = lambda e, r, t: EpochSignals(e, 0.0, 0.0, r, 1.0, rotated_retention=t)
+        >>> kept = sig(7, 0.06, 0.16)
+        >>> note = _kept_by_rotated([kept, sig(13, 0.02, 0.31)], kept, SelectionConfig())
+        >>> note.split(" (")[0]
+        '; kept epoch 7: DELETE loss 0.060 plus 0.160 on rotated forget images'
+        >>> note.split(" (")[1]
+        'epoch 13, the lowest DELETE loss alone at 0.020, read 0.310 there)'
+        >>> _kept_by_rotated([kept, sig(13, 0.07, 0.31)], kept, SelectionConfig())
+        ''
+    """
+    if not config.keep_by_rotated or kept.rotated_retention is None:
+        return ""
+    threshold = config.forget_threshold
+    alone = max(signals, key=lambda s: forget_score(s, threshold))
+    if forget_score(alone, threshold) <= forget_score(kept, threshold):
+        return ""
+    turned = alone.rotated_retention
+    read = "" if turned is None else f", read {turned:.3f} there"
+    return (
+        f"; kept epoch {kept.epoch}: DELETE loss {kept.forgetting + kept.retention:.3f} plus"
+        f" {kept.rotated_retention:.3f} on rotated forget images (epoch {alone.epoch}, the lowest"
+        f" DELETE loss alone at {alone.forgetting + alone.retention:.3f}{read})"
+    )
 
 
 def _worse_already(sig: EpochSignals, bound: float | None, margin: float) -> bool:

@@ -984,6 +984,9 @@ def test_forget_only_the_epoch_kept_is_the_one_rotated_images_read_best_with_del
     assert outcome.best.epoch == kept, [s.to_dict() for s in outcome.chosen.signals]
     read = {s.rotated_retention is not None for s in outcome.chosen.signals}
     assert read == {keep_by_rotated}
+    # The record says why: the kept epoch against the one DELETE's loss alone ranks first.
+    moved = "; kept epoch 6: DELETE loss 0.262 plus 0.050 on rotated forget images (epoch 12"
+    assert (moved in outcome.reason) is keep_by_rotated, outcome.reason
 
 
 @pytest.mark.parametrize("keep_by_rotated", [True, False], ids=["rule-on", "rule-off"])
