@@ -882,11 +882,12 @@ def _keep_score(sig: EpochSignals, config: SelectionConfig, by_sample: bool) -> 
     return kept
 
 
-def _reads_rotated(probe: ProbeSet, config: SelectionConfig) -> bool:
-    """Whether every epoch reads the retention term on the rotated forget images for the
-    epoch to keep (``keep_by_rotated``, square images): not where the selection sample is
-    read every epoch, since its own reading then ranks them."""
-    return (
+def _reads_rotated(probe: ProbeSet, config: SelectionConfig, abandon_above: float | None) -> bool:
+    """Whether every epoch of a run reads the retention term on the rotated forget images:
+    a second BatchNorm policy may be abandoned on it (``abandon_above``), and the epoch to
+    keep is ranked with it (``keep_by_rotated``, square images), except where the selection
+    sample is read every epoch, since its own reading then ranks them."""
+    return abandon_above is not None or (
         config.keep_by_rotated
         and probe.rotated_inputs is not None
         and not (probe.selection_inputs is not None and config.sample_every_epoch)
@@ -1046,7 +1047,7 @@ def _probe_all(
     lives: list[_Live] = []
     trials: list[Trial] = []
     chosen: _Live | None = None
-    turn = abandon_above is not None or _reads_rotated(probe, config)
+    turn = _reads_rotated(probe, config, abandon_above)
     for cand in candidates:
         if chosen is not None:
             trials.append(Trial(cand, (), "skipped", None))
@@ -1162,7 +1163,7 @@ def _run(
     for sig in chosen.signals:
         stopped = stopper.update(sig)
     above = 0  # epochs in a row above ``abandon_above``
-    turn = abandon_above is not None or _reads_rotated(probe, config)
+    turn = _reads_rotated(probe, config, abandon_above)
     while not stopped:
         try:
             sig = _epoch(chosen, probe, with_selection=every, with_rotated=turn)
