@@ -12,6 +12,7 @@ from delete._device import resolve_device
 from delete.api import UnlearnResult, run_unlearning, unlearn
 from delete.errors import (
     CheckpointError,
+    IncompatibleInputError,
     InvalidClassError,
     InvalidDeviceError,
     InvalidForgetSetError,
@@ -30,6 +31,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CheckpointError",
+    "IncompatibleInputError",
     "InvalidClassError",
     "InvalidForgetSetError",
     "InvalidHparamError",

@@ -16,10 +16,13 @@ from delete._device import resolve_device
 from delete.data.pairs import PairLoader
 from delete.engine import EngineResult, run_engine
 from delete.errors import (
+    IncompatibleInputError,
     InvalidClassError,
     InvalidForgetSetError,
     InvalidHparamError,
     MissingRetainDataError,
+    UnlearningError,
+    one_line,
 )
 from delete.methods import create_method, get_method_class
 from delete.methods.base import DataLoaderLike, MethodConfig, UnlearnContext, UnlearningMethod
@@ -109,12 +112,20 @@ def validate_forget_classes(
 
 
 def infer_num_classes(model: nn.Module, sample: torch.Tensor, device: torch.device) -> int:
-    """Width of the model's output (dim 1) on one sample batch."""
+    """Width of the model's output (dim 1) on the first images of ``sample``.
+
+    Raises:
+        IncompatibleInputError: the model cannot read the images (their channels, size or
+            dtype do not fit it), or takes one fixed batch size only. One line, before any
+            copy is trained, not a shape error from inside the model in the first epoch.
+        InvalidForgetSetError: the output has no class dimension.
+    """
     was_training = model.training
     model.eval()
-    with torch.no_grad():
-        out = model(sample[:1].to(device))
-    model.train(was_training)
+    try:
+        out = _read_any_batch(model, sample, device)
+    finally:
+        model.train(was_training)
     if out.dim() < 2:
         raise InvalidForgetSetError(
             f"model output has shape {tuple(out.shape)}; expected (N, C, ...)"
@@ -122,27 +133,106 @@ def infer_num_classes(model: nn.Module, sample: torch.Tensor, device: torch.devi
     return int(out.shape[1])
 
 
-def _first_batch(loader: DataLoaderLike, what: str) -> torch.Tensor:
+def _read_any_batch(model: nn.Module, sample: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The output on two images; a model that reads only one batch size is named as such.
+
+    Training, the selection's reads and an epoch's shorter last batch all need any batch
+    size, so a forward written as ``x.view(64, -1)`` is refused here.
+    """
+    try:
+        return _read(model, sample[:2], device)
+    except IncompatibleInputError:
+        for size in dict.fromkeys((1, len(sample))):
+            if size == min(2, len(sample)):
+                continue
+            try:
+                _read(model, sample[:size], device)
+            except IncompatibleInputError:
+                continue
+            raise IncompatibleInputError(
+                f"the model reads a batch of {size} image{'s' * (size > 1)} of shape "
+                f"{tuple(sample.shape[1:])} but not a batch of 2: its forward fixes the batch "
+                f"size (e.g. x.view({size}, -1)); write x.flatten(1) so that it takes any batch"
+            ) from None
+        raise
+
+
+def _read(model: nn.Module, batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``model(batch)`` without grad; a failure of the model's own code as one line."""
+    with torch.no_grad():
+        try:
+            return model(batch.to(device))
+        except UnlearningError:  # the library's own verdict (e.g. no logits in the output)
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever the caller's forward raises
+            what = f"a batch of shape {tuple(batch.shape)}, dtype {str(batch.dtype)[6:]}"
+            raise IncompatibleInputError(
+                f"the model cannot read the forget images ({what}): {one_line(exc, 300)}"
+            ) from None
+
+
+def _first_batch(loader: DataLoaderLike, what: str, at_least: int = 1) -> torch.Tensor:
+    """The first batch of inputs, joined with the next ones until it holds ``at_least``
+    images (a loader of single images still shows whether the model takes any batch size)."""
+    batches: list[torch.Tensor] = []
     for inputs, _ in loader:
         if len(inputs) > 0:
-            return inputs
-    raise InvalidForgetSetError(f"the {what} is empty; there is nothing to train on")
+            batches.append(inputs)
+        if sum(len(b) for b in batches) >= at_least:
+            break
+    if not batches:
+        raise InvalidForgetSetError(f"the {what} is empty; there is nothing to train on")
+    if len(batches) == 1:
+        return batches[0]
+    try:
+        return torch.cat(batches)
+    except RuntimeError:  # images of different sizes per batch: the first batch alone
+        return batches[0]
 
 
-def _set_trainable(student: nn.Module, prefixes: tuple[str, ...] | None) -> None:
-    """Unfreeze the parameters the method may update; refuse prefixes that match nothing."""
+def _set_trainable(
+    student: nn.Module, prefixes: tuple[str, ...] | None, *, keep_frozen: bool
+) -> str | None:
+    """Set which parameters the method may update; returns a note for the run record when
+    the caller's own ``requires_grad`` flags decided it.
+
+    ``prefixes`` decide when given (names that match nothing are refused). Without them, a
+    parameter the caller froze stays at the original's value, as in any PyTorch training
+    loop, unless ``keep_frozen`` is off (a method that re-initialises every layer) or the
+    caller froze every parameter (a model frozen for inference: unlearning trains it all).
+    """
+    named = list(student.named_parameters())
+    if prefixes is None:
+        frozen = [name for name, param in named if not param.requires_grad]
+        if keep_frozen and 0 < len(frozen) < len(named):
+            return (
+                f"{len(named) - len(frozen)} of {len(named)} parameter tensors: the caller "
+                f"froze the rest ({_names([n.rsplit('.', 1)[0] for n in frozen])})"
+            )
+        for _, param in named:
+            param.requires_grad_(True)
+        if keep_frozen and frozen:
+            return f"all {len(named)} parameter tensors: the caller had frozen every one"
+        return None
     matched: set[str] = set()
-    for name, param in student.named_parameters():
-        hits = [p for p in prefixes or () if name == p or name.startswith(p.rstrip(".") + ".")]
+    for name, param in named:
+        hits = [p for p in prefixes if name == p or name.startswith(p.rstrip(".") + ".")]
         matched.update(hits)
-        param.requires_grad_(prefixes is None or bool(hits))
-    unknown = sorted(set(prefixes or ()) - matched)
+        param.requires_grad_(bool(hits))
+    unknown = sorted(set(prefixes) - matched)
     if unknown:
-        groups = list(dict.fromkeys(n.rsplit(".", 1)[0] for n, _ in student.named_parameters()))
-        shown = ", ".join(groups[:12]) + (", ..." if len(groups) > 12 else "")
+        groups = [name.rsplit(".", 1)[0] for name, _ in named]
         raise InvalidHparamError(
-            f"trainable prefixes {unknown} match no parameter of the model (it has: {shown})"
+            f"trainable prefixes {unknown} match no parameter of the model "
+            f"(it has: {_names(groups)})"
         )
+    return None
+
+
+def _names(names: Sequence[str], most: int = 12) -> str:
+    """The first ``most`` distinct names, comma-separated, ``...`` if there are more."""
+    distinct = list(dict.fromkeys(names))
+    return ", ".join(distinct[:most]) + (", ..." if len(distinct) > most else "")
 
 
 def wants_selection(
@@ -207,8 +297,12 @@ def run_unlearning(
     original = LogitsOnly(copy.deepcopy(model)).to(dev).eval()
     for p in original.parameters():
         p.requires_grad_(False)
-    sample = _first_batch(forget_loader, "forget set")
-    width = num_classes if num_classes is not None else infer_num_classes(original, sample, dev)
+    sample = _first_batch(forget_loader, "forget set", at_least=2)
+    width = infer_num_classes(original, sample, dev)
+    if num_classes is not None and num_classes != width:
+        raise InvalidHparamError(
+            f"num_classes={num_classes!r} but the model outputs {width} logits per image"
+        )
     classes = validate_forget_classes(forget_classes, width)
     if retain_loader is not None and algo.needs_retain:
         _first_batch(retain_loader, "retain set")
@@ -218,7 +312,10 @@ def run_unlearning(
     own = copy.deepcopy(model).to(dev)
     if channels_last:
         own.to(memory_format=torch.channels_last)
-    _set_trainable(own, algo.config.trainable)  # the caller's parameter names
+    caller_flags = [param.requires_grad for param in own.parameters()]
+    trainable = _set_trainable(
+        own, algo.config.trainable, keep_frozen=not type(algo).reinitialises
+    )  # the caller's parameter names
     student = LogitsOnly(own)
     generator = torch.Generator().manual_seed(algo.config.seed)
     ctx = UnlearnContext(
@@ -231,6 +328,8 @@ def run_unlearning(
         device=dev,
         generator=generator,
     )
+    if trainable is not None:
+        ctx.note("trainable", trainable)
     report: SelectionReport | None = None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(algo.config.seed)
@@ -249,8 +348,9 @@ def run_unlearning(
             algo = _candidate_method(method, hparams, sel_config)(report.chosen, report.best_epoch)
         else:
             engine = run_engine(algo, ctx, progress=progress, checkpoint_dir=checkpoint_dir)
-    for param in student.parameters():  # frozen for unlearning only; the result is a plain model
-        param.requires_grad_(True)
+    # Frozen for unlearning only: the result has the caller's own flags back.
+    for param, flag in zip(own.parameters(), caller_flags, strict=True):
+        param.requires_grad_(flag)
     if channels_last:  # the caller's layout back (ONNX export, state dicts, their own code)
         own.to(memory_format=torch.contiguous_format)
     return UnlearnResult(

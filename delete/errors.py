@@ -23,6 +23,7 @@ __all__ = [
     "OnnxExportError",
     "OnnxParityError",
     "UnsupportedOutputError",
+    "IncompatibleInputError",
     "InvalidDeviceError",
     "one_line",
 ]
@@ -81,6 +82,11 @@ class UnknownModelError(UnlearningError):
 
 class UnsupportedOutputError(UnlearningError):
     """The model's ``forward`` returned something that holds no logits tensor."""
+
+
+class IncompatibleInputError(UnlearningError):
+    """The model cannot read the images it was given: their channels, size or dtype do not
+    fit it, or it only takes one fixed batch size."""
 
 
 class InvalidDeviceError(UnlearningError):

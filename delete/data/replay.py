@@ -79,6 +79,9 @@ def _one_pass(
             seen.update(_fingerprints(x, y))
     if not inputs:
         return None, seen
+    if len({x.shape[1:] for x in inputs}) > 1:  # images of several sizes: read as they come
+        log.info("forget set not held in memory: its images differ in size")
+        return None, seen
     return Replay(torch.cat(inputs), torch.cat(labels), batch_size), seen
 
 

@@ -38,7 +38,9 @@ class MethodConfig:
         grad_clip: Max gradient norm, or ``None`` for no clipping.
         trainable: Parameter-name prefixes (as in ``model.named_parameters()``) the method
             may update; every other parameter stays at the original's value. ``None`` trains
-            all. Restricting the update is how a defence keeps features the forget set does
+            every parameter the caller left trainable (``requires_grad``), or all of them when
+            the caller froze every one; a method that re-initialises trains all. Restricting
+            the update is how a defence keeps features the forget set does
             not cover (e.g. the backdoor recipe trains only the layers that see the trigger).
     """
 
@@ -159,6 +161,9 @@ class UnlearningMethod(ABC):
     needs_retain: ClassVar[bool] = False
     #: Run the automatic selection (:mod:`delete.selection`) when no lr/epochs is given.
     auto_select: ClassVar[bool] = False
+    #: Re-initialises every layer, so parameters the caller froze are trained too (a frozen
+    #: one would stay random).
+    reinitialises: ClassVar[bool] = False
     summary: ClassVar[str] = ""
     reference: ClassVar[str] = ""
 

@@ -58,6 +58,7 @@ class RetrainMethod(UnlearningMethod):
 
     config_cls = RetrainConfig
     needs_retain = True
+    reinitialises = True
     summary = "Gold standard: re-initialise the weights and train on the retained data only."
     reference = (
         "Retraining from scratch on D \\ D_f, the exact-unlearning reference used throughout "

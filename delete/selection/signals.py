@@ -254,7 +254,7 @@ class ProbeSet:
             InvalidForgetSetError: A forget image is labelled with a class that is kept.
             DatasetError: The selection sample holds only images of the forget classes.
         """
-        fx, fy = _take(forget_loader, max_forget)
+        fx, fy = _take(forget_loader, max_forget, "forget set")
         teacher = _logits(original, fx, device)
         if teacher.dim() != 2:
             raise InvalidHparamError(
@@ -267,7 +267,7 @@ class ProbeSet:
         turned_teacher = None if turned is None else _logits(original, turned, device)
         if selection_loader is None:
             return cls(fx, fy, teacher, rotated_inputs=turned, rotated_teacher=turned_teacher)
-        sx, sy = _take(selection_loader, max_selection)
+        sx, sy = _take(selection_loader, max_selection, "selection sample")
         sx, sy = _without_classes(sx, sy, forget_classes)
         logits = _logits(original, sx, device)
         return cls(
@@ -298,7 +298,8 @@ def rotated(images: Tensor) -> Tensor | None:
     return torch.rot90(images, 1, (2, 3))
 
 
-def _take(loader: Iterable[tuple[Tensor, Tensor]], limit: int) -> tuple[Tensor, Tensor]:
+def _take(loader: Iterable[tuple[Tensor, Tensor]], limit: int, what: str) -> tuple[Tensor, Tensor]:
+    """The first ``limit`` images and labels of ``loader``, as one batch."""
     xs, ys, n = [], [], 0
     for x, y in loader:
         xs.append(x)
@@ -308,6 +309,14 @@ def _take(loader: Iterable[tuple[Tensor, Tensor]], limit: int) -> tuple[Tensor, 
             break
     if not xs:
         raise ValueError("the probe loader is empty")
+    shapes = list(dict.fromkeys(tuple(x.shape[1:]) for x in xs))
+    if len(shapes) > 1:  # read as one batch by every candidate, every epoch
+        error = InvalidForgetSetError if what == "forget set" else DatasetError
+        raise error(
+            f"the automatic selection reads the {what} as one batch, but its images come in "
+            f"{len(shapes)} shapes ({', '.join(map(str, shapes[:3]))}); resize them to one, "
+            "or pass lr= and epochs= to run a fixed setting"
+        )
     return torch.cat(xs)[:limit], torch.cat(ys)[:limit]
 
 

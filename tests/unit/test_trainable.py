@@ -131,3 +131,84 @@ def test_the_unlearned_model_is_fully_trainable_again() -> None:
         model, batches, [3], "delete", "cpu", epochs=1, progress=False, trainable=("classifier",)
     )
     assert all(p.requires_grad for p in result.model.parameters())
+
+
+def _freeze(model: nn.Module, prefix: str) -> dict[str, bool]:
+    """Freeze the parameters under ``prefix`` as a caller would; returns every flag."""
+    for name, param in model.named_parameters():
+        if name.startswith(prefix + "."):
+            param.requires_grad_(False)
+    return {name: p.requires_grad for name, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("automatic", [False, True], ids=["fixed", "automatic"])
+def test_parameters_the_caller_froze_stay_at_the_original(automatic: bool) -> None:
+    model = _model()
+    flags = _freeze(model, "features")
+    original = _params(model)
+
+    if automatic:
+        result = delete.run_unlearning(model, _loader(), [3], "delete", "cpu", progress=False)
+        assert result.selection is not None
+    else:
+        result = _run(model)
+
+    changed = _changed(original, result.model)
+    assert not any(v for n, v in changed.items() if n.startswith("features.")), changed
+    assert any(v for n, v in changed.items() if n.startswith("classifier."))
+    # The result carries the caller's flags, and the record says whose choice it was.
+    assert {n: p.requires_grad for n, p in result.model.named_parameters()} == flags
+    trained = sum(flags.values())
+    assert result.runtime["trainable"] == (
+        f"{trained} of {len(flags)} parameter tensors: the caller froze the rest "
+        "(features.0, features.1, features.4, features.5, features.8, features.9)"
+    )
+
+
+def test_a_model_frozen_for_inference_is_trained_whole_and_handed_back_frozen() -> None:
+    model = _model().requires_grad_(False)
+    original = _params(model)
+
+    result = _run(model)
+
+    changed = _changed(original, result.model)
+    assert any(v for n, v in changed.items() if n.startswith("features."))
+    assert any(v for n, v in changed.items() if n.startswith("classifier."))
+    assert not any(p.requires_grad for p in result.model.parameters())
+    n = len(original)
+    assert (
+        result.runtime["trainable"] == f"all {n} parameter tensors: the caller had frozen every one"
+    )
+
+
+def test_prefixes_decide_over_the_callers_flags() -> None:
+    model = _model()
+    flags = _freeze(model, "classifier")
+    original = _params(model)
+
+    result = _run(model, trainable=("classifier",))
+
+    changed = _changed(original, result.model)
+    assert any(v for n, v in changed.items() if n.startswith("classifier."))
+    assert not any(v for n, v in changed.items() if n.startswith("features."))
+    assert {n: p.requires_grad for n, p in result.model.named_parameters()} == flags
+    assert "trainable" not in result.runtime
+
+
+def test_an_unfrozen_model_has_no_trainable_note() -> None:
+    assert "trainable" not in _run(_model()).runtime
+
+
+def test_retrain_trains_the_layers_the_caller_froze_since_it_reinitialises_them() -> None:
+    model = _model()
+    _freeze(model, "features")
+    original = _params(model)
+    retain = _loader(label=1)
+
+    result = delete.run_unlearning(
+        model, _loader(), [3], "retrain", "cpu", retain_loader=retain, epochs=1, progress=False
+    )
+
+    changed = _changed(original, result.model)
+    assert all(changed.values()), [n for n, v in changed.items() if not v]
+    assert "trainable" not in result.runtime
