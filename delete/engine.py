@@ -30,6 +30,7 @@ __all__ = [
     "load_checkpoint",
     "run_engine",
     "set_batchnorm_eval",
+    "untrained_norm",
 ]
 
 log = logging.getLogger(__name__)
@@ -47,11 +48,30 @@ class EngineResult:
     resumed_from_epoch: int = 0
 
 
-def set_batchnorm_eval(module: nn.Module) -> None:
-    """Put every BatchNorm layer in eval mode so its running statistics stay fixed."""
+def set_batchnorm_eval(module: nn.Module, *, untrained_only: bool = False) -> None:
+    """Put every BatchNorm layer in eval mode so its running statistics stay fixed; with
+    ``untrained_only``, only those whose parameters are all frozen (:func:`untrained_norm`)."""
     for sub in module.modules():
-        if isinstance(sub, nn.modules.batchnorm._BatchNorm):
+        if isinstance(sub, nn.modules.batchnorm._BatchNorm) and (
+            not untrained_only or untrained_norm(sub)
+        ):
             sub.eval()
+
+
+def untrained_norm(layer: nn.Module) -> bool:
+    """Whether ``layer`` has parameters and none of them is trained: a layer the caller froze
+    (or ``trainable=`` left out) keeps its running statistics under every BatchNorm policy,
+    as it keeps its weights.
+
+    Example:
+        >>> bn = nn.BatchNorm2d(4)
+        >>> untrained_norm(bn), untrained_norm(bn.requires_grad_(False))
+        (False, True)
+        >>> untrained_norm(nn.BatchNorm2d(4, affine=False))  # no weights: the policy decides
+        False
+    """
+    params = list(layer.parameters(recurse=False))
+    return bool(params) and not any(p.requires_grad for p in params)
 
 
 def _fingerprint(method: UnlearningMethod, ctx: UnlearnContext) -> str:
@@ -194,8 +214,7 @@ class EngineRun:
         method, ctx, cfg, result = self.method, self.ctx, self.method.config, self.result
         use_amp = cfg.amp and ctx.device.type == "cuda"
         ctx.student.train()
-        if cfg.freeze_bn:
-            set_batchnorm_eval(ctx.student)
+        set_batchnorm_eval(ctx.student, untrained_only=not cfg.freeze_bn)
         total, count = 0.0, 0
         bar = tqdm(
             method.batches(ctx, self.epoch),

@@ -53,7 +53,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from delete.engine import CHECKPOINT_FILE, EngineResult, EngineRun, load_checkpoint
+from delete.engine import (
+    CHECKPOINT_FILE,
+    EngineResult,
+    EngineRun,
+    load_checkpoint,
+    untrained_norm,
+)
 from delete.errors import CheckpointError, InvalidHparamError, NonFiniteLossError, one_line
 from delete.methods.base import UnlearnContext, UnlearningMethod
 from delete.selection.signals import (
@@ -87,13 +93,19 @@ SELECTION_SAMPLE = "selection-sample"
 
 
 def has_batchnorm(model: nn.Module) -> bool:
-    """Whether ``model`` has a BatchNorm layer (whose statistics a policy must decide).
+    """Whether ``model`` has a BatchNorm layer whose statistics a policy must decide (one
+    whose weights are all frozen keeps its statistics: :func:`~delete.engine.untrained_norm`).
 
     Example:
         >>> has_batchnorm(nn.Sequential(nn.Linear(2, 2))), has_batchnorm(nn.BatchNorm1d(2))
         (False, True)
+        >>> has_batchnorm(nn.BatchNorm1d(2).requires_grad_(False))
+        False
     """
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    return any(
+        isinstance(m, nn.modules.batchnorm._BatchNorm) and not untrained_norm(m)
+        for m in model.modules()
+    )
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,8 @@ accuracy before, points lost, test-forget, epochs, the chosen candidate and the 
     .venv/bin/python docs/bench/outside_models.py efficientnet_adam 3,5,8   # keep_by_rotated_cpu.md
     .venv/bin/python docs/bench/outside_models.py lenet5_sgd 3,5,8
     .venv/bin/python docs/bench/outside_models.py mlp_bn_adam 3,5,8
+    .venv/bin/python docs/bench/outside_models.py convnext_adamw 3,5,8
+    .venv/bin/python docs/bench/outside_models.py lenet5_sgd 3,5,8 head-only  # backbone frozen
 """
 
 from __future__ import annotations
@@ -61,6 +63,15 @@ def _shufflenet() -> nn.Module:
     return Normalized(nn.Sequential(Gray2RGB(), net), 0.1307, 0.3081)
 
 
+def _convnext() -> nn.Module:
+    # A two-stage ConvNeXt: LayerNorm2d, depthwise 7x7, GELU, layer scale, stochastic depth.
+    from torchvision.models.convnext import CNBlockConfig, ConvNeXt
+
+    stages = [CNBlockConfig(48, 96, 2), CNBlockConfig(96, None, 2)]
+    net = ConvNeXt(stages, stochastic_depth_prob=0.1, num_classes=10)
+    return Normalized(nn.Sequential(Gray2RGB(), net), 0.1307, 0.3081)
+
+
 def _lenet5() -> nn.Module:
     # LeCun's LeNet-5 as usually written today: tanh, average pooling, no normalisation.
     return nn.Sequential(
@@ -108,6 +119,12 @@ RECIPES: dict[
     "efficientnet_adam": (_efficientnet, lambda p: torch.optim.Adam(p, lr=2e-3), 6, 0.0),
     "lenet5_sgd": (_lenet5, lambda p: torch.optim.SGD(p, lr=0.05), 10, 0.0),
     "mlp_bn_adam": (_mlp_bn, lambda p: torch.optim.Adam(p, lr=1e-3), 8, 0.05),
+    "convnext_adamw": (
+        _convnext,
+        lambda p: torch.optim.AdamW(p, lr=2e-3, weight_decay=0.05),
+        8,
+        0.1,
+    ),
 }
 
 
@@ -168,10 +185,22 @@ def request(model: nn.Module, splits: Any, digit: int, **kwargs: Any) -> dict[st
     }
 
 
-def main(name: str, digits: list[int]) -> None:
+def freeze_all_but_head(model: nn.Module) -> str:
+    """Freeze every parameter but the last layer's, as a fine-tune leaves a model; returns
+    that layer's name. ``delete.unlearn`` then trains the head alone."""
+    named = list(model.named_parameters())
+    head = named[-1][0].rsplit(".", 1)[0]
+    for name, param in named:
+        param.requires_grad_(name.startswith(head + "."))
+    return head
+
+
+def main(name: str, digits: list[int], head_only: bool = False) -> None:
     torch.set_num_threads(1)
     bundle = load_mnist5k(augment=False)
     model = trained(name, bundle)
+    if head_only:
+        freeze_all_but_head(model)
     for digit in digits:
         splits = make_unlearning_splits(bundle.train, bundle.test, [digit])
         g = torch.Generator().manual_seed(0)
@@ -182,9 +211,9 @@ def main(name: str, digits: list[int]) -> None:
             ("forget-only", {}),
             ("selection", {"selection_loader": make_loader(sample, 250, shuffle=False)}),
         ):
-            row = {"model": name, "digit": digit, "mode": mode}
+            row = {"model": name, "head_only": head_only, "digit": digit, "mode": mode}
             print(json.dumps({**row, **request(model, splits, digit, **extra)}), flush=True)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], [int(d) for d in sys.argv[2].split(",")])
+    main(sys.argv[1], [int(d) for d in sys.argv[2].split(",")], sys.argv[3:] == ["head-only"])

@@ -212,3 +212,46 @@ def test_retrain_trains_the_layers_the_caller_froze_since_it_reinitialises_them(
     changed = _changed(original, result.model)
     assert all(changed.values()), [n for n, v in changed.items() if not v]
     assert "trainable" not in result.runtime
+
+
+def _bn_stats(model: nn.Module) -> dict[str, Tensor]:
+    return {n: b.detach().clone() for n, b in model.named_buffers() if "running" in n}
+
+
+@pytest.mark.parametrize("how", ["caller", "prefixes"])
+def test_a_frozen_batchnorm_keeps_its_statistics_under_the_train_mode_policy(how: str) -> None:
+    """Forget-only batches would re-estimate them; a frozen layer is left as it was, whole."""
+    model = _model()
+    if how == "caller":
+        _freeze(model, "features")
+        hparams: dict[str, object] = {}
+    else:
+        hparams = {"trainable": ("classifier",)}
+    stats = _bn_stats(model)
+
+    result = _run(model, freeze_bn=False, **hparams)
+
+    after = _bn_stats(result.model)
+    assert all(torch.equal(stats[n], after[n]) for n in stats), [
+        n for n in stats if not torch.equal(stats[n], after[n])
+    ]
+
+
+def test_a_trained_batchnorm_follows_the_train_mode_policy() -> None:
+    """The control of the test above: the same run with nothing frozen moves the statistics."""
+    model = _model()
+    stats = _bn_stats(model)
+
+    after = _bn_stats(_run(model, freeze_bn=False).model)
+
+    assert all(not torch.equal(stats[n], after[n]) for n in stats if "mean" in n)
+
+
+def test_the_selection_offers_no_train_mode_for_a_frozen_batchnorm() -> None:
+    model = _model()
+    _freeze(model, "features")
+    result = delete.run_unlearning(model, _loader(), [3], "delete", "cpu", progress=False)
+    assert result.selection is not None
+    tried = [trial.candidate.label for trial in result.selection.trials]
+    assert tried and not any("bn=train" in label for label in tried), tried
+    assert "train mode" not in result.selection.stop_reason
