@@ -330,6 +330,8 @@ def run_unlearning(
     )
     if trainable is not None:
         ctx.note("trainable", trainable)
+    if original.read_probabilities:
+        ctx.note("outputs", "probabilities (each row sums to 1): their log is distilled")
     report: SelectionReport | None = None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(algo.config.seed)

@@ -72,6 +72,53 @@ def test_a_model_returning_a_mapping_is_unlearned_and_predicted() -> None:
     assert (logits.argmax(1) != 1).all()
 
 
+class SoftmaxNet(TinyNet):
+    """TinyNet ending in ``nn.Softmax``: it returns probabilities, as Keras-style heads do."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x).softmax(1)
+
+
+def _weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("pinned", [{}, {"lr": 0.05, "epochs": 5}], ids=["defaults", "fixed"])
+def test_a_model_returning_probabilities_unlearns_as_its_logits_twin(pinned: dict) -> None:
+    """log(softmax(z)) has the softmax of z, so DELETE's loss and every gradient are the same:
+    the two models must end with the same weights. Distilled raw, the probabilities' softmax is
+    near uniform and the run differs."""
+    torch.manual_seed(0)
+    twin = TinyNet()
+    probs = SoftmaxNet()
+    probs.load_state_dict(twin.state_dict())
+
+    logits_run = delete.run_unlearning(
+        twin, _forget_loader(), [1], "delete", "cpu", progress=False, **pinned
+    )
+    probs_run = delete.run_unlearning(
+        probs, _forget_loader(), [1], "delete", "cpu", progress=False, **pinned
+    )
+
+    a, b = _weights(logits_run.model), _weights(probs_run.model)
+    assert all(torch.allclose(a[n], b[n], atol=1e-4) for n in a), [
+        n for n in a if not torch.allclose(a[n], b[n], atol=1e-4)
+    ]
+    assert probs_run.runtime["outputs"].startswith("probabilities")
+    assert "outputs" not in logits_run.runtime
+    assert type(probs_run.model) is SoftmaxNet
+
+
+def test_probabilities_are_predicted_as_their_log() -> None:
+    torch.manual_seed(0)
+    model = SoftmaxNet().eval()
+    images, _ = tiny_data()
+    logits, _ = predict(model, loader_of(images, torch.zeros(len(images), dtype=torch.long)), "cpu")
+    with torch.no_grad():
+        expected = model(images).log()
+    assert torch.allclose(logits, expected, atol=1e-5)
+
+
 def test_an_output_without_logits_is_refused_in_one_line() -> None:
     with pytest.raises(UnsupportedOutputError) as info:
         delete.unlearn(TextNet(), _forget_loader(), [1], device="cpu", progress=False)
