@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -26,6 +25,7 @@ from delete.errors import (
 )
 from delete.methods import create_method, get_method_class
 from delete.methods.base import DataLoaderLike, MethodConfig, UnlearnContext, UnlearningMethod
+from delete.models.clone import clone_module
 from delete.models.memory_format import to_channels_last_if_same
 from delete.models.outputs import LogitsOnly
 from delete.selection import (
@@ -134,27 +134,29 @@ def infer_num_classes(model: nn.Module, sample: torch.Tensor, device: torch.devi
 
 
 def _read_any_batch(model: nn.Module, sample: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """The output on two images; a model that reads only one batch size is named as such.
+    """The output on two images, once the model has read batches of 2, 1 and ``len(sample)``.
 
     Training, the selection's reads and an epoch's shorter last batch all need any batch
-    size, so a forward written as ``x.view(64, -1)`` is refused here.
+    size, so a model that reads some of these sizes but not all (a forward written as
+    ``x.view(64, -1)``, a ``torch.export`` program with a static batch) is refused here.
     """
-    try:
-        return _read(model, sample[:2], device)
-    except IncompatibleInputError:
-        for size in dict.fromkeys((1, len(sample))):
-            if size == min(2, len(sample)):
-                continue
-            try:
-                _read(model, sample[:size], device)
-            except IncompatibleInputError:
-                continue
-            raise IncompatibleInputError(
-                f"the model reads a batch of {size} image{'s' * (size > 1)} of shape "
-                f"{tuple(sample.shape[1:])} but not a batch of 2: its forward fixes the batch "
-                f"size (e.g. x.view({size}, -1)); write x.flatten(1) so that it takes any batch"
-            ) from None
-        raise
+    outputs: dict[int, torch.Tensor] = {}
+    errors: dict[int, IncompatibleInputError] = {}
+    for size in dict.fromkeys(min(n, len(sample)) for n in (2, 1, len(sample))):
+        try:
+            outputs[size] = _read(model, sample[:size], device)
+        except IncompatibleInputError as exc:
+            errors[size] = exc
+    if not outputs:
+        raise next(iter(errors.values()))
+    if errors:
+        good, bad = next(iter(outputs)), next(iter(errors))
+        raise IncompatibleInputError(
+            f"the model reads a batch of {good} image{'s' * (good > 1)} of shape "
+            f"{tuple(sample.shape[1:])} but not a batch of {bad}: its forward fixes the batch "
+            f"size (e.g. x.view({good}, -1)); write x.flatten(1) so that it takes any batch"
+        )
+    return next(iter(outputs.values()))
 
 
 def _read(model: nn.Module, batch: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -294,7 +296,7 @@ def run_unlearning(
     # Both run behind LogitsOnly: a model whose train-mode forward returns more than logits
     # (GoogLeNet's aux heads, a mapping with "logits") trains like any other; the caller gets
     # their own module back.
-    original = LogitsOnly(copy.deepcopy(model)).to(dev).eval()
+    original = LogitsOnly(clone_module(model)).to(dev).eval()
     for p in original.parameters():
         p.requires_grad_(False)
     sample = _first_batch(forget_loader, "forget set", at_least=2)
@@ -309,7 +311,7 @@ def run_unlearning(
 
     # Conv nets train and read faster channels-last; only where the logits stay the same.
     channels_last = to_channels_last_if_same(original, sample.to(dev))
-    own = copy.deepcopy(model).to(dev)
+    own = clone_module(model).to(dev)
     if channels_last:
         own.to(memory_format=torch.channels_last)
     caller_flags = [param.requires_grad for param in own.parameters()]

@@ -8,7 +8,6 @@ more batch sizes, because a batch axis that was silently specialised only shows 
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import os
@@ -24,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from delete.errors import OnnxExportError, OnnxParityError, one_line
+from delete.models.clone import clone_module
 
 __all__ = ["OnnxParityReport", "export_onnx", "check_onnx_parity", "export_and_verify"]
 
@@ -85,7 +85,7 @@ class OnnxParityReport:
 
 def _cpu_eval_copy(model: nn.Module) -> nn.Module:
     # A copy, so neither the caller's device placement nor its train/eval mode is touched.
-    return copy.deepcopy(model).cpu().eval()
+    return clone_module(model).cpu().eval()
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")

@@ -16,7 +16,6 @@ absorbs.
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from delete.methods._common import (
 )
 from delete.methods._registry import register_method
 from delete.methods.base import Batch, MethodConfig, UnlearnContext, UnlearningMethod
+from delete.models.clone import clone_module
 
 __all__ = ["BadTeacherConfig", "BadTeacherMethod"]
 
@@ -98,7 +98,7 @@ class BadTeacherMethod(UnlearningMethod):
 
     def prepare(self, ctx: UnlearnContext) -> None:
         assert ctx.retain_loader is not None  # guaranteed by needs_retain
-        bad = copy.deepcopy(ctx.original)
+        bad = clone_module(ctx.original)
         if _reinitialize(bad, _seed_from(ctx.generator)) == 0:
             raise UnlearningError(
                 "bad_teacher: the model has no submodule with reset_parameters(); "

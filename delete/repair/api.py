@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from delete.data.pairs import PairLoader
 from delete.engine import EngineResult, run_engine
 from delete.errors import InvalidForgetSetError, MissingRetainDataError
 from delete.methods.base import DataLoaderLike, MethodConfig, UnlearnContext
+from delete.models.clone import clone_module
 from delete.repair._registry import create_repair
 
 __all__ = ["RepairResult", "repair"]
@@ -85,10 +85,10 @@ def repair(
         raise InvalidForgetSetError(f"repair step {step!r} got an empty forget set")
     dev = resolve_device(device)
     home = next(unlearned.parameters()).device
-    teacher = copy.deepcopy(original).to(dev).eval()
+    teacher = clone_module(original).to(dev).eval()
     for param in teacher.parameters():
         param.requires_grad_(False)
-    student = copy.deepcopy(unlearned).to(dev)
+    student = clone_module(unlearned).to(dev)
     width = int(teacher(next(iter(forget_loader))[0][:1].to(dev)).shape[1])
     ctx = UnlearnContext(
         student=student,

@@ -38,7 +38,6 @@ time; the state of the kept epoch is restored at the end.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import logging
@@ -62,6 +61,7 @@ from delete.engine import (
 )
 from delete.errors import CheckpointError, InvalidHparamError, NonFiniteLossError, one_line
 from delete.methods.base import UnlearnContext, UnlearningMethod
+from delete.models.clone import clone_module
 from delete.selection.signals import (
     EpochSignals,
     ProbeSet,
@@ -736,7 +736,7 @@ def _start(
     progress: bool,
     checkpoint_dir: Path | None = None,
 ) -> _Live:
-    student = copy.deepcopy(ctx.student)
+    student = clone_module(ctx.student)
     child = UnlearnContext(
         student=student,
         original=ctx.original,

@@ -138,9 +138,10 @@ def test_the_teacher_runs_once_per_image_on_a_loader_that_does_not_augment() -> 
     model = _model()
     result = delete.run_unlearning(model, _forget_loader(), [FORGET], **FIXED)
     assert result.runtime == {"layout": "channels_last", "teacher_logits": "computed once"}
-    # 2 forget batches: 2 teacher forwards for the cache, 1 to count the classes and 2 for the
-    # layout check; computed every step it would be 2 per epoch, 6 in all, on top of those.
-    assert _TwoConv.eval_calls[0] == 5
+    # 2 forget batches: 2 teacher forwards for the cache, 3 to count the classes (batches of
+    # 2, 1 and the loader's size) and 2 for the layout check; computed every step it would be
+    # 2 per epoch, 6 in all, on top of those.
+    assert _TwoConv.eval_calls[0] == 7
 
 
 def test_the_teacher_runs_every_step_on_a_loader_that_augments() -> None:
@@ -148,7 +149,7 @@ def test_the_teacher_runs_every_step_on_a_loader_that_augments() -> None:
     loader = DataLoader(_Augmented(), batch_size=4)
     result = delete.run_unlearning(model, loader, [FORGET], **FIXED)
     assert result.runtime == {"layout": "contiguous", "teacher_logits": "every step"}
-    assert _TwoConv.eval_calls[0] == 3 + 2 * EPOCHS
+    assert _TwoConv.eval_calls[0] == 5 + 2 * EPOCHS
 
 
 def test_an_augmenting_loader_is_not_held_in_memory_and_a_fixed_one_is_in_any_order() -> None:

@@ -116,3 +116,23 @@ def test_the_automatic_selection_refuses_images_of_several_sizes_by_name() -> No
     assert "\n" not in message
     assert "3 shapes ((1, 8, 8), (1, 10, 10), (1, 12, 12))" in message
     assert "lr= and epochs=" in message
+
+
+def test_a_torch_export_program_with_a_static_batch_is_named() -> None:
+    """Exported at a batch of 2, it reads the library's first read and nothing else."""
+    model = _grey_cnn().eval()
+    program = torch.export.export(model, (torch.rand(2, 1, 8, 8),)).module()
+    with pytest.raises(IncompatibleInputError) as info:
+        _unlearn(program, _forget(channels=1), epochs=1, lr=0.01)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "reads a batch of 2 images of shape (1, 8, 8) but not a batch of 1" in message
+
+
+def test_a_torch_export_program_with_a_dynamic_batch_is_unlearned() -> None:
+    model = _grey_cnn().eval()
+    batch = torch.export.Dim("batch")
+    program = torch.export.export(
+        model, (torch.rand(2, 1, 8, 8),), dynamic_shapes={"input": {0: batch}}
+    ).module()
+    _unlearn(program, _forget(channels=1), epochs=1, lr=0.01)
