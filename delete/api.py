@@ -37,6 +37,7 @@ from delete.selection import (
     fallback_for,
 )
 from delete.selection import select_and_train as _select_and_train
+from delete.selection.sharpen import mean_top_probability, sharpening_scale
 
 __all__ = [
     "UnlearnResult",
@@ -334,6 +335,8 @@ def run_unlearning(
         ctx.note("trainable", trainable)
     if original.read_probabilities:
         ctx.note("outputs", "probabilities (each row sums to 1): their log is distilled")
+    if auto and sel_config.sharpen_below is not None:
+        _sharpen(original, student, sample.to(dev), sel_config.sharpen_below, ctx)
     report: SelectionReport | None = None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(algo.config.seed)
@@ -367,6 +370,28 @@ def run_unlearning(
         engine=engine,
         selection=report,
         runtime={"layout": "channels_last" if channels_last else "contiguous", **ctx.notes},
+    )
+
+
+def _sharpen(
+    original: LogitsOnly,
+    student: LogitsOnly,
+    images: torch.Tensor,
+    target: float,
+    ctx: UnlearnContext,
+) -> None:
+    """Scale both models' logits when the original reads soft on the forget images."""
+    with torch.no_grad():
+        logits = original(images)
+    scale = sharpening_scale(logits, target)
+    if scale == 1.0:
+        return
+    original.scale = student.scale = scale
+    ctx.note(
+        "logit_scale",
+        f"{scale:.2f}: the original's mean top-1 probability on the forget images read "
+        f"{mean_top_probability(logits):.2f}, below {target}; the selection trained and read "
+        f"logits times {scale:.2f}",
     )
 
 

@@ -99,7 +99,9 @@ class LogitsOnly(nn.Module):
 
     Auxiliary heads (GoogLeNet's, Inception's) get no gradient through it: DELETE distils the
     main head, the one the model predicts with. :attr:`read_probabilities` tells whether a
-    forward returned probabilities, given as their log (the run record says so).
+    forward returned probabilities, given as their log (the run record says so). ``scale``
+    multiplies the logits (the automatic selection sharpens a soft model's:
+    :mod:`delete.selection.sharpen`); it changes no argmax.
 
     Example:
         >>> import torch
@@ -110,13 +112,14 @@ class LogitsOnly(nn.Module):
         torch.Size([4, 3])
     """
 
-    def __init__(self, inner: nn.Module) -> None:
+    def __init__(self, inner: nn.Module, scale: float = 1.0) -> None:
         super().__init__()
         self.inner = inner
         self.read_probabilities = False
+        self.scale = scale
 
     def forward(self, *args: Any, **kwargs: Any) -> Tensor:
         found = _logits_tensor(self.inner(*args, **kwargs))
         logits = as_logits(found)
         self.read_probabilities |= logits is not found
-        return logits
+        return logits if self.scale == 1.0 else logits * self.scale

@@ -367,6 +367,14 @@ class SelectionConfig:
             (36 requests) only that EfficientNet moved: digit 3 from 2.78 to 1.45 points,
             digit 5 from 0.22 to 0.56. The stopping rule is unchanged (forget-only, every
             request trained the same epochs). ``False`` ranks by DELETE's loss alone.
+        sharpen_below: When the original's mean top-1 probability on the forget images reads
+            below this, the original's and the students' logits are multiplied by the factor
+            that brings it to this level (:func:`~delete.selection.sharpen.sharpening_scale`)
+            for training and every signal; ``None`` never does. The zoo and the confident
+            outside models read 0.83-0.98 and are left as they are. Soft models lost most:
+            divided by a temperature of 4, a ConvNeXt lost 2.11/4.56/2.0 points forget-only
+            (digits 3/5/8) and now 1.0/0.45/0.67; ShuffleNetV2 (0.65, under-trained), digit 8,
+            2.22 and 1.22 with the sample, now 1.78 and 0.55 (``docs/bench/sharpen_cpu.md``).
     """
 
     candidates: tuple[Candidate, ...] | None = None
@@ -397,6 +405,7 @@ class SelectionConfig:
     sample_every_epoch: bool = False
     short_forget_only: bool = True
     keep_by_rotated: bool = True
+    sharpen_below: float | None = 0.8
 
     def __post_init__(self) -> None:
         if self.probe_epochs < 1 or self.max_epochs < self.probe_epochs:
@@ -414,6 +423,11 @@ class SelectionConfig:
             )
         if self.candidates is not None and not self.candidates:
             raise InvalidHparamError("selection candidates is empty; give at least one")
+        if self.sharpen_below is not None and not 0 < self.sharpen_below < 1:
+            raise InvalidHparamError(
+                f"selection sharpen_below must be a probability in (0, 1), got "
+                f"{self.sharpen_below!r}"
+            )
         if min(self.short_probe_epochs, self.short_patience, self.short_pass_factor) < 1:
             raise InvalidHparamError(
                 "selection short_probe_epochs, short_patience and short_pass_factor must be"
