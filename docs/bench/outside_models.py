@@ -12,6 +12,7 @@ accuracy before, points lost, test-forget, epochs, the chosen candidate and the 
     .venv/bin/python docs/bench/outside_models.py lenet5_sgd 3,5,8
     .venv/bin/python docs/bench/outside_models.py mlp_bn_adam 3,5,8
     .venv/bin/python docs/bench/outside_models.py convnext_adamw 3,5,8
+    .venv/bin/python docs/bench/outside_models.py densenet_adamw 3,5,8
     .venv/bin/python docs/bench/outside_models.py lenet5_sgd 3,5,8 head-only  # backbone frozen
 """
 
@@ -72,6 +73,14 @@ def _convnext() -> nn.Module:
     return Normalized(nn.Sequential(Gray2RGB(), net), 0.1307, 0.3081)
 
 
+def _densenet() -> nn.Module:
+    # A small DenseNet-BC: BatchNorm before every conv, features concatenated.
+    net = torchvision.models.DenseNet(
+        growth_rate=12, block_config=(4, 4, 4), num_init_features=24, num_classes=10
+    )
+    return Normalized(nn.Sequential(Gray2RGB(), net), 0.1307, 0.3081)
+
+
 def _lenet5() -> nn.Module:
     # LeCun's LeNet-5 as usually written today: tanh, average pooling, no normalisation.
     return nn.Sequential(
@@ -119,6 +128,12 @@ RECIPES: dict[
     "efficientnet_adam": (_efficientnet, lambda p: torch.optim.Adam(p, lr=2e-3), 6, 0.0),
     "lenet5_sgd": (_lenet5, lambda p: torch.optim.SGD(p, lr=0.05), 10, 0.0),
     "mlp_bn_adam": (_mlp_bn, lambda p: torch.optim.Adam(p, lr=1e-3), 8, 0.05),
+    "densenet_adamw": (
+        _densenet,
+        lambda p: torch.optim.AdamW(p, lr=2e-3, weight_decay=1e-4),
+        6,
+        0.0,
+    ),
     "convnext_adamw": (
         _convnext,
         lambda p: torch.optim.AdamW(p, lr=2e-3, weight_decay=0.05),

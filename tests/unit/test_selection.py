@@ -1104,3 +1104,53 @@ def test_the_teacher_is_run_over_the_forget_images_once_per_request(fallback: bo
     # One pass to check the first batch, one to gather the probe, one to cache the teacher's
     # logits, however many runs.
     assert counting.passes == 3
+
+
+def _rerun(first_reads: float, *, collapse_again: bool, drop: float | None = 3.0) -> Any:
+    """A real run on the tiny problem with the sample read on its last states, its kept state
+    then *set* to read ``first_reads`` points below the original (the setup decides whether
+    it is short), and :func:`_rerun_by_sample` on it; the rerun collapses if asked."""
+    from delete.selection.auto import _rerun_by_sample, _run
+
+    ctx, probe = _tiny_with_sample()
+    kept = Candidate(0.1, False)
+    collapse = [False]  # set for the rerun only
+
+    def factory(c: Candidate, n: int) -> UnlearningMethod:
+        if collapse[0]:
+            return _Collapse(create_method("delete", epochs=n).config)
+        return create_method("delete", lr=c.lr, freeze_bn=c.freeze_bn, epochs=n, grad_clip=1.0)
+
+    config = SelectionConfig(candidates=(kept,), max_epochs=30, sample_rerun_drop=drop)
+    first = _run(factory, ctx, probe, config, False, None)
+    assert probe.original_selection_acc is not None
+    read = probe.original_selection_acc - first_reads
+    first = dataclasses.replace(first, best=dataclasses.replace(first.best, selection_acc=read))
+    collapse[0] = collapse_again
+    return _rerun_by_sample(first, factory, ctx, probe, config, False), first
+
+
+def test_a_kept_state_far_short_on_the_sample_is_run_again_reading_it_every_epoch() -> None:
+    outcome, first = _rerun(50.0, collapse_again=False)
+    rules = [t.rule for t in outcome.trials]
+    assert rules == ["", "sample-every-epoch"], rules
+    assert [t.status for t in outcome.trials] == ["beaten", "chosen"]
+    assert outcome.best.selection_acc > first.best.selection_acc
+    assert "ran again with the sample read after every epoch" in outcome.reason
+    assert outcome.reason.endswith(": kept"), outcome.reason
+
+
+def test_a_rerun_that_reads_worse_is_not_kept() -> None:
+    outcome, first = _rerun(20.0, collapse_again=True)  # the rerun maps everything to one class
+    assert [t.rule for t in outcome.trials] == ["", "sample-every-epoch"]
+    assert outcome.best is first.best
+    assert outcome.reason.endswith(": not kept"), outcome.reason
+
+
+@pytest.mark.parametrize(("reads", "drop"), [(2.9, 3.0), (50.0, None)], ids=["within", "off"])
+def test_a_state_within_the_bound_or_with_the_rerun_off_is_not_run_again(
+    reads: float, drop: float | None
+) -> None:
+    outcome, first = _rerun(reads, collapse_again=False, drop=drop)
+    assert outcome is first
+    assert [t.rule for t in outcome.trials] == [""]
