@@ -35,6 +35,8 @@ __all__ = [
     "Gray2RGB",
     "Normalized",
     "PlainCNN",
+    "Tempered",
+    "mlp_bn",
     "build_zoo_model",
     "train_zoo_model",
     "load_zoo_model",
@@ -161,6 +163,43 @@ class Gray2RGB(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+
+
+class Tempered(nn.Module):
+    """``model``'s logits divided by ``temperature``: how calibration (temperature scaling)
+    leaves a model it serves, soft on every image.
+
+    Example:
+        >>> Tempered(nn.Identity(), 4.0)(torch.tensor([[8.0, 0.0]])).tolist()
+        [[2.0, 0.0]]
+    """
+
+    def __init__(self, model: nn.Module, temperature: float) -> None:
+        super().__init__()
+        self.model, self.temperature = model, temperature
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x) / self.temperature
+
+
+def mlp_bn(num_classes: int = 10, in_features: int = 28 * 28) -> nn.Sequential:
+    """A multilayer perceptron with BatchNorm1d and dropout: BatchNorm on features, not maps.
+
+    Example:
+        >>> mlp_bn()(torch.zeros(2, 1, 28, 28)).shape
+        torch.Size([2, 10])
+    """
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(in_features, 256),
+        nn.BatchNorm1d(256),
+        nn.ReLU(),
+        nn.Dropout(0.2),
+        nn.Linear(256, 128),
+        nn.BatchNorm1d(128),
+        nn.ReLU(),
+        nn.Linear(128, num_classes),
+    )
 
 
 def _vit_gray(num_classes: int) -> nn.Module:

@@ -11,6 +11,9 @@ own recipe on the retained training images), in two modes:
 
 and the paper-faithful fixed row (lr 1e-4, 20 epochs, BatchNorm in train mode, no clipping).
 
+``--device cuda`` runs every step on the GPU (training under bf16 autocast, ``MethodConfig.amp``)
+and names the device and precision in each row; the CPU stays the default.
+
 ``--forget-images N`` keeps the first ``N`` training images of each forget class only: a short
 forget set (128 images are 2 optimizer steps a pass), where the selection's short-pass rules
 apply (``SelectionConfig.per_pass``, ``short_forget_only``); test-forget is still the whole
@@ -30,15 +33,24 @@ from typing import Any
 import torch
 from torch import nn
 
+from delete._device import resolve_device
 from delete.api import run_unlearning
 from delete.bench.zoo import ZOO, load_zoo_model, train_zoo_model
 from delete.data import DatasetBundle, load_mnist5k, make_unlearning_splits
+from delete.errors import InvalidDeviceError
 from delete.metrics.predict import predict
 from delete.models import ModelSpec, build_model
 from delete.selection import SelectionConfig
 from delete.training import TrainConfig, make_loader, train_classifier
 
-__all__ = ["run_zoo_bench", "PAPER_FAITHFUL", "SELECTION_SAMPLE_SIZE"]
+__all__ = [
+    "run_zoo_bench",
+    "describe_device",
+    "summarize_zoo",
+    "write_zoo_tables",
+    "PAPER_FAITHFUL",
+    "SELECTION_SAMPLE_SIZE",
+]
 
 #: The paper's official setting, run as a fixed row next to the defaults.
 PAPER_FAITHFUL: dict[str, Any] = {"lr": 1e-4, "epochs": 20, "freeze_bn": False}
@@ -47,8 +59,8 @@ SELECTION_SAMPLE_SIZE = 500
 SMALL_CNN = "small_cnn (project)"
 
 
-def _accuracy(model: nn.Module, dataset: Any) -> float:
-    logits, labels = predict(model, dataset, "cpu")
+def _accuracy(model: nn.Module, dataset: Any, device: str = "cpu") -> float:
+    logits, labels = predict(model, dataset, device)
     return round(100.0 * float((logits.argmax(1) == labels).float().mean()), 2)
 
 
@@ -59,28 +71,53 @@ def _small_cnn() -> nn.Module:
     return build_model(ModelSpec("small_cnn", 10, 1, 28))
 
 
-def _original(name: str, bundle: DatasetBundle) -> nn.Module:
-    """The trained model: the SmallCNN with the project's recipe, else the cached zoo member."""
+def _original(name: str, bundle: DatasetBundle, device: str = "cpu") -> nn.Module:
+    """The trained model: the SmallCNN with the project's recipe, else the cached zoo member
+    (cached weights are the same on every device, so a GPU table unlearns the CPU's originals)."""
     if name == SMALL_CNN:
         model = _small_cnn()
-        train_classifier(model, load_mnist5k(augment=True).train, TrainConfig(), "cpu")
+        train_classifier(model, load_mnist5k(augment=True).train, TrainConfig(), device)
         return model.eval()
-    return load_zoo_model(name, bundle)
+    return load_zoo_model(name, bundle, device=device)
 
 
-def _retrain_seconds(name: str, bundle: DatasetBundle, forget: int) -> tuple[float, float]:
+def _sync(device: str) -> None:
+    """Wait for queued GPU work, so that a wall-clock reading counts it."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _retrain_seconds(
+    name: str, bundle: DatasetBundle, forget: int, device: str = "cpu"
+) -> tuple[float, float]:
     """Train the model's own recipe on the retained images only: (seconds, test-retain acc)."""
     splits = make_unlearning_splits(bundle.train, bundle.test, [forget])
+    _sync(device)
     started = time.perf_counter()
     if name == SMALL_CNN:
         model = _small_cnn()
         aug = load_mnist5k(augment=True)
         retain = make_unlearning_splits(aug.train, aug.test, [forget]).train_retain
-        train_classifier(model, retain, TrainConfig(), "cpu")
+        train_classifier(model, retain, TrainConfig(), device)
     else:
         retained = DatasetBundle(bundle.name, splits.train_retain, bundle.test, bundle.class_names)
-        model = train_zoo_model(ZOO[name], retained)
-    return time.perf_counter() - started, _accuracy(model.eval(), splits.test_retain)
+        model = train_zoo_model(ZOO[name], retained, device=device)
+    _sync(device)
+    return time.perf_counter() - started, _accuracy(model.eval(), splits.test_retain, device)
+
+
+def describe_device(device: str) -> tuple[str, str]:
+    """``(device name, precision)`` as a row records them.
+
+    Example:
+        >>> describe_device("cpu")
+        ('cpu', 'fp32')
+    """
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        # MethodConfig.amp (on by default) trains under bf16 autocast on CUDA only.
+        return torch.cuda.get_device_name(dev), "bf16 autocast"
+    return dev.type, "fp32"
 
 
 def run_zoo_bench(
@@ -91,21 +128,26 @@ def run_zoo_bench(
     out: Path | None = None,
     forget_images: int | None = None,
     selection: SelectionConfig | None = None,
+    device: str = "cpu",
 ) -> list[dict[str, Any]]:
     """Run the table; returns its rows and writes ``zoo.csv``/``zoo.md`` under ``out``.
     ``forget_images`` keeps that many of each forget class's training images; ``selection``
-    replaces the default :class:`~delete.selection.SelectionConfig` of the automatic rows."""
+    replaces the default :class:`~delete.selection.SelectionConfig` of the automatic rows;
+    ``device`` runs everything there (Retrain included, so the time ratio compares like with
+    like)."""
+    device = str(resolve_device(device))  # a CUDA request without CUDA fails here, in one line
     bundle = load_mnist5k(augment=False)
+    device_name, precision = describe_device(device)
     rows: list[dict[str, Any]] = []
     for name in models:
-        model = _original(name, bundle)
-        retrain_s, retrain_acc = _retrain_seconds(name, bundle, classes[0])
+        model = _original(name, bundle, device)
+        retrain_s, retrain_acc = _retrain_seconds(name, bundle, classes[0], device)
         for i, cls in enumerate(classes):
             splits = make_unlearning_splits(bundle.train, bundle.test, [cls])
             forget_set = splits.train_forget
             if forget_images is not None:
                 forget_set = forget_set.subset(torch.arange(min(forget_images, len(forget_set))))
-            before = _accuracy(model, splits.test_retain)
+            before = _accuracy(model, splits.test_retain, device)
             g = torch.Generator().manual_seed(0)
             idx = torch.randperm(len(splits.train_retain), generator=g)[:SELECTION_SAMPLE_SIZE]
             auto: dict[str, Any] = {} if selection is None else {"selection": selection}
@@ -129,12 +171,12 @@ def run_zoo_bench(
                     model,
                     forget_loader,
                     [cls],
-                    device="cpu",
+                    device=device,
                     progress=False,
                     cache_teacher=True,
                     **kwargs,
                 )
-                after = _accuracy(result.model, splits.test_retain)
+                after = _accuracy(result.model, splits.test_retain, device)
                 sel = result.selection
                 row = {
                     "model": name,
@@ -142,7 +184,7 @@ def run_zoo_bench(
                     "forget_class": cls,
                     "forget_images": len(forget_set),
                     "mode": mode,
-                    "test_forget": _accuracy(result.model, splits.test_forget),
+                    "test_forget": _accuracy(result.model, splits.test_forget, device),
                     "retain_before": before,
                     "retain_after": after,
                     "retain_drop": round(before - after, 2),
@@ -153,11 +195,13 @@ def run_zoo_bench(
                     "retrain_seconds": round(retrain_s, 1),
                     "time_vs_retrain": round(result.engine.seconds / retrain_s, 3),
                     "retrain_retain_acc": retrain_acc,
+                    "device": device_name,
+                    "precision": precision,
                 }
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     if out is not None:
-        _write(rows, out)
+        write_zoo_tables(rows, out)
     return rows
 
 
@@ -199,7 +243,7 @@ def _table(rows: Sequence[dict[str, Any]]) -> list[str]:
     return lines + ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
 
 
-def _write(rows: list[dict[str, Any]], out: Path) -> None:
+def write_zoo_tables(rows: list[dict[str, Any]], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with (out / "zoo.csv").open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
@@ -217,7 +261,18 @@ def _write(rows: list[dict[str, Any]], out: Path) -> None:
         "time_vs_retrain",
     )
     detail = [{k: r[k] for k in keep} for r in rows]
-    text = ["## Summary", "", *_table(summarize_zoo(rows)), "", "## Every run", "", *_table(detail)]
+    where = f"_Device: {rows[0]['device']}, precision: {rows[0]['precision']}._"
+    text = [
+        "## Summary",
+        "",
+        where,
+        "",
+        *_table(summarize_zoo(rows)),
+        "",
+        "## Every run",
+        "",
+        *_table(detail),
+    ]
     (out / "zoo.md").write_text("\n".join(text) + "\n")
 
 
@@ -229,6 +284,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--forget-images", type=int, default=None)
     parser.add_argument("--out", type=Path, default=Path("bench_results"))
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda (bf16 autocast)")
     parser.add_argument(
         "--min-delta-abs",
         type=float,
@@ -236,6 +292,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="the stopping rule's opt-in absolute floor (SelectionConfig.min_delta_abs)",
     )
     args = parser.parse_args(argv)
+    try:
+        device = str(resolve_device(args.device))
+    except InvalidDeviceError as exc:
+        parser.error(str(exc))
     if args.threads:
         torch.set_num_threads(args.threads)
     run_zoo_bench(
@@ -247,6 +307,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         selection=None
         if args.min_delta_abs is None
         else SelectionConfig(min_delta_abs=args.min_delta_abs),
+        device=device,
     )
 
 

@@ -30,7 +30,7 @@ import torchvision
 from torch import nn
 
 from delete.api import run_unlearning
-from delete.bench.zoo import Gray2RGB, Normalized, zoo_cache_dir
+from delete.bench.zoo import Gray2RGB, Normalized, mlp_bn, zoo_cache_dir
 from delete.bench.zoo_bench import SELECTION_SAMPLE_SIZE, _accuracy
 from delete.data import DatasetBundle, load_mnist5k, make_unlearning_splits
 from delete.training import make_loader
@@ -99,21 +99,6 @@ def _lenet5() -> nn.Module:
     )
 
 
-def _mlp_bn() -> nn.Module:
-    # A multilayer perceptron with BatchNorm1d and dropout: BatchNorm on features, not maps.
-    return nn.Sequential(
-        nn.Flatten(),
-        nn.Linear(28 * 28, 256),
-        nn.BatchNorm1d(256),
-        nn.ReLU(),
-        nn.Dropout(0.2),
-        nn.Linear(256, 128),
-        nn.BatchNorm1d(128),
-        nn.ReLU(),
-        nn.Linear(128, 10),
-    )
-
-
 def _sgd(params: object, lr: float, wd: float) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=wd)  # type: ignore[arg-type]
 
@@ -127,7 +112,7 @@ RECIPES: dict[
     "shufflenet_sgd": (_shufflenet, lambda p: _sgd(p, 0.1, 5e-4), 10, 0.1),
     "efficientnet_adam": (_efficientnet, lambda p: torch.optim.Adam(p, lr=2e-3), 6, 0.0),
     "lenet5_sgd": (_lenet5, lambda p: torch.optim.SGD(p, lr=0.05), 10, 0.0),
-    "mlp_bn_adam": (_mlp_bn, lambda p: torch.optim.Adam(p, lr=1e-3), 8, 0.05),
+    "mlp_bn_adam": (mlp_bn, lambda p: torch.optim.Adam(p, lr=1e-3), 8, 0.05),
     "densenet_adamw": (
         _densenet,
         lambda p: torch.optim.AdamW(p, lr=2e-3, weight_decay=1e-4),
@@ -173,8 +158,8 @@ def trained(name: str, bundle: DatasetBundle) -> nn.Module:
 
 def request(model: nn.Module, splits: Any, digit: int, **kwargs: Any) -> dict[str, Any]:
     """``delete.unlearn``'s defaults (plus ``kwargs``) forgetting ``digit``: the row's figures
-    (points of retained test accuracy lost, test-forget, epochs, kept epoch, candidate, time,
-    stop reason)."""
+    (points of retained test accuracy lost, test-forget, epochs, kept epoch, candidate, the
+    logit scale recorded for a soft model, time, stop reason)."""
     before = _accuracy(model, splits.test_retain)
     started = time.perf_counter()
     result = run_unlearning(
@@ -195,6 +180,7 @@ def request(model: nn.Module, splits: Any, digit: int, **kwargs: Any) -> dict[st
         "epochs": sel.epochs,
         "kept_epoch": sel.best_epoch,
         "chosen": sel.chosen.label,
+        "logit_scale": result.runtime.get("logit_scale", ""),
         "seconds": round(time.perf_counter() - started, 1),
         "stop": sel.stop_reason,
     }

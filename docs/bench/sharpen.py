@@ -17,29 +17,15 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 
 import torch
-from outside_models import trained
-from torch import nn
+from outside_models import request, trained
 
-from delete.api import run_unlearning
-from delete.bench.zoo_bench import SELECTION_SAMPLE_SIZE, _accuracy, _original
+from delete.bench.zoo import Tempered
+from delete.bench.zoo_bench import SELECTION_SAMPLE_SIZE, _original
 from delete.data import load_mnist5k, make_unlearning_splits
 from delete.selection import SelectionConfig
 from delete.training import make_loader
-
-
-class Tempered(nn.Module):
-    """``model``'s logits divided by ``temperature`` (temperature scaling, as calibrated)."""
-
-    def __init__(self, model: nn.Module, temperature: float) -> None:
-        super().__init__()
-        self.model = model
-        self.temperature = temperature
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x) / self.temperature
 
 
 def main(name: str, temperature: float, digits: list[int], sharpen: bool) -> None:
@@ -54,34 +40,23 @@ def main(name: str, temperature: float, digits: list[int], sharpen: bool) -> Non
         sample = splits.train_retain.subset(
             torch.randperm(len(splits.train_retain), generator=g)[:SELECTION_SAMPLE_SIZE]
         )
-        before = _accuracy(model, splits.test_retain)
         for mode, loader in (("forget-only", None), ("selection", sample)):
-            started = time.perf_counter()
-            result = run_unlearning(
+            figures = request(
                 model,
-                make_loader(splits.train_forget, 64, shuffle=True, seed=0),
-                [digit],
-                device="cpu",
-                progress=False,
+                splits,
+                digit,
                 selection=selection,
                 selection_loader=None
                 if loader is None
                 else make_loader(loader, 250, shuffle=False),
             )
-            assert result.selection is not None
             row = {
                 "model": name,
                 "temperature": temperature,
                 "sharpen": sharpen,
                 "digit": digit,
                 "mode": mode,
-                "retain_before": before,
-                "retain_drop": round(before - _accuracy(result.model, splits.test_retain), 2),
-                "test_forget": _accuracy(result.model, splits.test_forget),
-                "epochs": result.selection.epochs,
-                "chosen": result.selection.chosen.label,
-                "logit_scale": result.runtime.get("logit_scale", ""),
-                "seconds": round(time.perf_counter() - started, 1),
+                **figures,
             }
             print(json.dumps(row), flush=True)
 

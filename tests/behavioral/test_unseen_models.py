@@ -13,8 +13,14 @@ import torch.nn.functional as F
 from torch import nn
 
 import delete
-from delete.bench.zoo import BNCNN, Gray2RGB, Normalized, PlainCNN
-from delete.data import DatasetBundle, load_digits, load_mnist5k, make_unlearning_splits
+from delete.bench.zoo import BNCNN, Gray2RGB, Normalized, PlainCNN, Tempered, mlp_bn
+from delete.data import (
+    DatasetBundle,
+    UnlearningSplits,
+    load_digits,
+    load_mnist5k,
+    make_unlearning_splits,
+)
 from delete.selection import SelectionConfig
 from delete.training import make_loader
 
@@ -67,26 +73,33 @@ FAMILIES = {
 }
 
 
-def _train(model: nn.Module, bundle: DatasetBundle, epochs: int, sgd: bool = False) -> nn.Module:
-    """AdamW, one-cycle, label smoothing 0.1; or (``sgd``) Nesterov SGD, weight decay 5e-4,
-    cosine, no smoothing (the zoo's ``bn_cnn_sgd`` takes a one-cycle schedule instead)."""
+def _train(
+    model: nn.Module, bundle: DatasetBundle, epochs: int, recipe: str = "adamw"
+) -> nn.Module:
+    """``adamw``: AdamW, one-cycle, label smoothing 0.1. ``sgd``: Nesterov SGD, weight decay
+    5e-4, cosine, no smoothing (the zoo's ``bn_cnn_sgd`` takes a one-cycle schedule instead).
+    ``adam``: Adam 1e-3, cosine, smoothing 0.05 (the outside BatchNorm MLP's recipe)."""
     torch.manual_seed(0)
     loader = make_loader(bundle.train.with_transform(None), 64, shuffle=True, seed=0)
     steps = epochs * len(loader)
     opt: torch.optim.Optimizer
     sched: torch.optim.lr_scheduler.LRScheduler
-    if sgd:
+    if recipe == "sgd":
         opt = torch.optim.SGD(
             model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=True
         )
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    elif recipe == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     else:
         opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.05)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=steps)
+    smoothing = {"sgd": 0.0, "adam": 0.05}.get(recipe, 0.1)
     model.train()
     for _ in range(epochs):
         for x, y in loader:
-            loss = F.cross_entropy(model(x), y, label_smoothing=0.0 if sgd else 0.1)
+            loss = F.cross_entropy(model(x), y, label_smoothing=smoothing)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -97,6 +110,25 @@ def _train(model: nn.Module, bundle: DatasetBundle, epochs: int, sgd: bool = Fal
 def _acc(model: nn.Module, ds: delete.data.ImageTensorDataset) -> float:
     with torch.no_grad():
         return float((model.eval()(ds.images).argmax(1) == ds.labels).float().mean() * 100)
+
+
+def _defaults(
+    model: nn.Module, splits: UnlearningSplits, digit: int, *, with_sample: bool
+) -> delete.UnlearnResult:
+    """``delete.run_unlearning`` with its defaults, forgetting ``digit``; ``with_sample`` adds
+    the pipeline's selection sample (500 retained training images, seeded)."""
+    g = torch.Generator().manual_seed(0)
+    idx = torch.randperm(len(splits.train_retain), generator=g)[:500]
+    return delete.run_unlearning(
+        model,
+        make_loader(splits.train_forget, 64, shuffle=True, seed=0),
+        [digit],
+        device="cpu",
+        progress=False,
+        selection_loader=make_loader(splits.train_retain.subset(idx), 250, shuffle=False)
+        if with_sample
+        else None,
+    )
 
 
 #: Family -> (dataset, training epochs). The ViT trains on MNIST-5k, the convnets on digits.
@@ -144,21 +176,11 @@ def test_a_batchnorm_model_that_frozen_statistics_hurt_keeps_its_accuracy(
     bound applies: at most 2."""
     bundle = datasets["mnist5k"]
     torch.manual_seed(0)
-    model = _train(BNCNN(), bundle, epochs=8, sgd=True)
+    model = _train(BNCNN(), bundle, epochs=8, recipe="sgd")
     splits = make_unlearning_splits(bundle.train, bundle.test, [5])
     retain_before = _acc(model, splits.test_retain)
     assert _acc(model, splits.test_forget) > 85 and retain_before > 90
-    g = torch.Generator().manual_seed(0)
-    idx = torch.randperm(len(splits.train_retain), generator=g)[:500]
-    sample = make_loader(splits.train_retain.subset(idx), 250, shuffle=False)
-    result = delete.run_unlearning(
-        model,
-        make_loader(splits.train_forget, 64, shuffle=True, seed=0),
-        [5],
-        device="cpu",
-        progress=False,
-        selection_loader=sample if with_sample else None,
-    )
+    result = _defaults(model, splits, 5, with_sample=with_sample)
     assert result.selection is not None and not result.selection.chosen.freeze_bn
     assert _acc(result.model, splits.test_forget) < 5.0
     assert retain_before - _acc(result.model, splits.test_retain) <= 2.0
@@ -194,69 +216,22 @@ def test_with_a_sample_a_short_forget_set_stays_within_one_point(
     assert retain_before - _acc(result.model, splits.test_retain) <= 1.0, result.selection
 
 
-class _Tempered(nn.Module):
-    """Logits divided by a temperature, as calibration (temperature scaling) leaves a model."""
-
-    def __init__(self, model: nn.Module, temperature: float) -> None:
-        super().__init__()
-        self.model, self.temperature = model, temperature
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x) / self.temperature
-
-
-def _mlp_bn() -> nn.Module:
-    return nn.Sequential(
-        nn.Flatten(),
-        nn.Linear(784, 256),
-        nn.BatchNorm1d(256),
-        nn.ReLU(),
-        nn.Dropout(0.2),
-        nn.Linear(256, 128),
-        nn.BatchNorm1d(128),
-        nn.ReLU(),
-        nn.Linear(128, 10),
-    )
-
-
 @pytest.mark.parametrize("with_sample", [True, False], ids=["selection-sample", "forget-only"])
 def test_a_temperature_scaled_model_keeps_its_accuracy(
     datasets: dict[str, DatasetBundle], with_sample: bool
 ) -> None:
     """An MLP with BatchNorm (Adam, cosine, smoothing 0.05) served divided by a temperature of
-    4. Measured, digit 5: its softmax on the forget images tops at 0.31 on average, and the
-    defaults distilling those soft logits lost 3.22 points forget-only and 3.56 with the
-    sample; sharpened to 0.8 (``sharpen_below``) 1.56 both ways. The family tests' bound: 2."""
+    4. Measured, digit 5: its softmax on the forget images tops at 0.32 on average, and the
+    defaults distilling those soft logits lost 2.11 points forget-only and 2.22 with the
+    sample (``sharpen_below=None``); sharpened to 0.8 (the default) 0.78 and 0.89. The bound,
+    1.5, sits between them, five test images from each (one image is 0.11 points)."""
     bundle = datasets["mnist5k"]
     torch.manual_seed(0)
-    loader = make_loader(bundle.train.with_transform(None), 64, shuffle=True, seed=0)
-    net = _mlp_bn()
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, 8 * len(loader))
-    net.train()
-    for _ in range(8):
-        for x, y in loader:
-            loss = F.cross_entropy(net(x), y, label_smoothing=0.05)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-    model = _Tempered(net.eval(), 4.0)
+    model = Tempered(_train(mlp_bn(), bundle, epochs=8, recipe="adam"), 4.0)
     splits = make_unlearning_splits(bundle.train, bundle.test, [5])
     retain_before = _acc(model, splits.test_retain)
     assert _acc(model, splits.test_forget) > 85 and retain_before > 90
-    g = torch.Generator().manual_seed(0)
-    idx = torch.randperm(len(splits.train_retain), generator=g)[:500]
-    result = delete.run_unlearning(
-        model,
-        make_loader(splits.train_forget, 64, shuffle=True, seed=0),
-        [5],
-        device="cpu",
-        progress=False,
-        selection_loader=make_loader(splits.train_retain.subset(idx), 250, shuffle=False)
-        if with_sample
-        else None,
-    )
+    result = _defaults(model, splits, 5, with_sample=with_sample)
     assert _acc(result.model, splits.test_forget) < 5.0
-    assert retain_before - _acc(result.model, splits.test_retain) <= 2.0
+    assert retain_before - _acc(result.model, splits.test_retain) <= 1.5
     assert "logit_scale" in result.runtime

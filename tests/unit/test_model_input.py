@@ -91,25 +91,26 @@ def test_the_model_is_left_in_its_own_mode_after_a_refusal() -> None:
     assert model.training
 
 
-def test_batches_of_single_images_of_different_sizes_still_train() -> None:
-    """The sample joins single-image batches; a model that pools to any size still runs."""
+def _any_size_model_and_batches() -> tuple[nn.Module, list[tuple[torch.Tensor, torch.Tensor]]]:
+    """A model that pools to any size, and three single-image batches of sizes 8, 10, 12."""
     torch.manual_seed(0)
     model = nn.Sequential(
         nn.Conv2d(1, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)
     )
     g = torch.Generator().manual_seed(0)
     batches = [(torch.rand(1, 1, s, s, generator=g), torch.tensor([2])) for s in (8, 10, 12)]
+    return model, batches
+
+
+def test_batches_of_single_images_of_different_sizes_still_train() -> None:
+    """The sample joins single-image batches; a model that pools to any size still runs."""
+    model, batches = _any_size_model_and_batches()
     _unlearn(model, batches, epochs=1, lr=0.01)
 
 
 def test_the_automatic_selection_refuses_images_of_several_sizes_by_name() -> None:
     """It reads the forget images as one batch every epoch; a fixed run needs no such batch."""
-    torch.manual_seed(0)
-    model = nn.Sequential(
-        nn.Conv2d(1, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)
-    )
-    g = torch.Generator().manual_seed(0)
-    batches = [(torch.rand(1, 1, s, s, generator=g), torch.tensor([2])) for s in (8, 10, 12)]
+    model, batches = _any_size_model_and_batches()
     with pytest.raises(InvalidForgetSetError) as info:
         _unlearn(model, batches)
     message = str(info.value)

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 import delete
+from delete.bench.zoo import Tempered
 from delete.errors import InvalidHparamError
 from delete.selection import SelectionConfig
 from delete.selection.sharpen import sharpening_scale
@@ -45,15 +46,6 @@ def test_a_target_outside_zero_one_is_refused(bad: float) -> None:
         SelectionConfig(sharpen_below=bad)
 
 
-class _Tempered(nn.Module):
-    def __init__(self, model: nn.Module, temperature: float) -> None:
-        super().__init__()
-        self.model, self.temperature = model, temperature
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x) / self.temperature
-
-
 def _weights(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k.removeprefix("model."): v for k, v in model.state_dict().items()}
 
@@ -63,7 +55,7 @@ def test_a_model_divided_by_a_temperature_unlearns_as_the_model_itself(sharpen: 
     """Both read soft (an untrained net), so sharpening brings both to the same logits: the
     runs must end with the same weights. Raw, the tempered twin trains on other logits."""
     model, forget, _ = tiny_problem()
-    twin = _Tempered(TinyNet(), 3.0)
+    twin = Tempered(TinyNet(), 3.0)
     twin.model.load_state_dict(model.state_dict())
     config = SelectionConfig() if sharpen else SelectionConfig(sharpen_below=None)
 
