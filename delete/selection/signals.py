@@ -16,6 +16,7 @@ where forget-only data could not (:func:`~delete.selection.auto.fallback_for`).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -269,17 +270,21 @@ class ProbeSet:
             return cls(fx, fy, teacher, rotated_inputs=turned, rotated_teacher=turned_teacher)
         sx, sy = _take(selection_loader, max_selection, "selection sample")
         sx, sy = _without_classes(sx, sy, forget_classes)
-        logits = _logits(original, sx, device)
-        return cls(
-            fx,
-            fy,
-            teacher,
-            sx,
-            sy,
-            retained_accuracy(logits, sy),
-            per_class_accuracy(logits, sy, logits.shape[1]),
-            turned,
-            turned_teacher,
+        probe = cls(fx, fy, teacher, rotated_inputs=turned, rotated_teacher=turned_teacher)
+        return probe.with_selection(original, sx, sy, device)
+
+    def with_selection(
+        self, original: nn.Module, inputs: Tensor, labels: Tensor, device: torch.device
+    ) -> ProbeSet:
+        """This probe with ``inputs`` and ``labels`` as its selection sample, and the
+        ``original``'s accuracy on it (overall and per class)."""
+        logits = _logits(original, inputs, device)
+        return dataclasses.replace(
+            self,
+            selection_inputs=inputs,
+            selection_labels=labels,
+            original_selection_acc=retained_accuracy(logits, labels),
+            original_selection_classes=per_class_accuracy(logits, labels, logits.shape[1]),
         )
 
 

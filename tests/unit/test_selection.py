@@ -753,8 +753,14 @@ def _fallback_run(
         return create_method("delete", lr=c.lr, freeze_bn=c.freeze_bn, epochs=n, grad_clip=1.0)
 
     # 24 sample images (one reads 4 points): a healthy run is within 20, a collapse is not.
+    # The forget-only guard on inverted images is tested on its own
+    # (test_synthetic_guard.py); here it would rerun what the fallback decided.
     config = SelectionConfig(
-        candidates=(first,), max_epochs=30, sample_every_epoch=with_sample, bn_fallback_drop=20.0
+        candidates=(first,),
+        max_epochs=30,
+        sample_every_epoch=with_sample,
+        bn_fallback_drop=20.0,
+        synthetic_rerun_drop=None,
     )
     _, report = select_and_train(factory, ctx, probe, config, fallback=(second,))
     return report
@@ -1136,7 +1142,7 @@ def test_a_kept_state_far_short_on_the_sample_is_run_again_reading_it_every_epoc
     assert rules == ["", "sample-every-epoch"], rules
     assert [t.status for t in outcome.trials] == ["beaten", "chosen"]
     assert outcome.best.selection_acc > first.best.selection_acc
-    assert "ran again with the sample read after every epoch" in outcome.reason
+    assert "ran again with the selection sample read after every epoch" in outcome.reason
     assert outcome.reason.endswith(": kept"), outcome.reason
 
 
