@@ -396,9 +396,11 @@ class SelectionConfig:
             DenseNet, digit 5, forget-only, was kept at epoch 21 having lost 8.89 points while
             every signal on the forget images (a held-out slice of them too) kept improving;
             the inverted images read it 20.5 points short, and run again it kept epoch 9
-            (2.67 lost). On 43 other forget-only requests of the zoo, the SmallCNN and the
-            outside models it never fired (``docs/bench/synthetic_guard_cpu.md``). The
-            inversion costs 0.55 s on the SmallCNN, 3.7 s on ResNet-18 (one CPU thread).
+            (2.67 lost). On the 58 other forget-only requests of the zoo, the SmallCNN and
+            the outside and soft models it never fired: 47 read 0.0 points short, 11 soft
+            models were not read (``docs/bench/synthetic_guard_cpu.md``). The inversion
+            costs 0.53 s on the SmallCNN, 3.3-3.5 s on ResNet-18 (one CPU thread), and
+            ``runtime["synthetic_check"]`` says what it read.
         synthetic_images: How many images :func:`_rerun_by_synthetic` inverts.
         synthetic_steps: How many optimizer steps it takes on them.
     """
@@ -1575,8 +1577,8 @@ def _rerun_by_synthetic(
     limit = config.synthetic_rerun_drop
     if limit is None or probe.selection_inputs is not None or config.synthetic_images < 1:
         return first
-    kept = [c for c in range(ctx.num_classes) if c not in ctx.forget_classes]
-    if not kept or probe.teacher_logits.dim() != 2:
+    kept = list(ctx.retain_classes)
+    if not kept:
         return first
     try:
         images, labels = synthesize(
@@ -1611,9 +1613,16 @@ def _rerun_by_synthetic(
     if acc is None or short <= limit:
         first.chosen.signals = history  # the reading is not kept in the run's history
         return first
-    again = dataclasses.replace(config, sample_rerun_drop=limit)
     return _run_again(
-        read, factory, ctx, synthetic, again, progress, what=SYNTHETIC_IMAGES, rule=SYNTHETIC_RERUN
+        read,
+        factory,
+        ctx,
+        synthetic,
+        config,
+        progress,
+        limit=limit,
+        what=SYNTHETIC_IMAGES,
+        rule=SYNTHETIC_RERUN,
     )
 
 
@@ -1640,7 +1649,15 @@ def _rerun_by_sample(
     if acc is None or original - acc <= limit:
         return first
     return _run_again(
-        first, factory, ctx, probe, config, progress, what="the selection sample", rule=SAMPLE_RERUN
+        first,
+        factory,
+        ctx,
+        probe,
+        config,
+        progress,
+        limit=limit,
+        what="the selection sample",
+        rule=SAMPLE_RERUN,
     )
 
 
@@ -1652,15 +1669,15 @@ def _run_again(
     config: SelectionConfig,
     progress: bool,
     *,
+    limit: float,
     what: str,
     rule: str,
 ) -> _Outcome:
     """``first``'s kept candidate run again from the original with ``probe``'s sample read
     after every epoch, and whichever state reads better on it (:func:`_rerun_by_sample`,
-    :func:`_rerun_by_synthetic`). ``what`` names the sample in the stop reason and ``rule``
-    marks the second run's trials."""
-    original, limit = probe.original_selection_acc or 0.0, config.sample_rerun_drop or 0.0
-    acc = first.best.selection_acc or 0.0
+    :func:`_rerun_by_synthetic`). ``limit`` is the bound ``first`` read beyond, ``what``
+    names the sample in the stop reason and ``rule`` marks the second run's trials."""
+    original, acc = probe.original_selection_acc or 0.0, first.best.selection_acc or 0.0
     candidate = first.chosen.candidate
     again = dataclasses.replace(config, candidates=(candidate,), sample_every_epoch=True)
     try:

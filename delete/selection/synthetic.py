@@ -123,7 +123,7 @@ def synthesize(
     target = _targets(kept, count, generator)
     real = like.float()
     dims = [d for d in range(real.dim()) if d != 1] if real.dim() > 1 else [0]
-    low, high = real.amin(dim=dims, keepdim=True)[:1], real.amax(dim=dims, keepdim=True)[:1]
+    low, high = real.amin(dim=dims, keepdim=True), real.amax(dim=dims, keepdim=True)
     span = (high - low).clamp(min=1e-6)
     # Start near the forget images' mean (inside the range), with noise that breaks symmetry.
     mean = ((real.mean(dim=0, keepdim=True) - low) / span).clamp(0.05, 0.95)
@@ -140,9 +140,8 @@ def synthesize(
             loss = F.cross_entropy(original(x).float(), y) + 1e-3 * _total_variation(x)
             if penalties:
                 loss = loss + torch.stack(penalties).mean()
-            (grad,) = torch.autograd.grad(loss, z)
             optimizer.zero_grad(set_to_none=True)
-            z.grad = grad
+            loss.backward(inputs=[z])  # the pixels only: the model's weights get no grad
             optimizer.step()
     finally:
         for hook in hooks:
