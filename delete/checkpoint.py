@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -21,6 +22,9 @@ from delete.models import ModelSpec, build_model
 __all__ = ["save_model", "load_model", "file_sha256", "state_dict_sha256"]
 
 _SPEC_KEY = "delete.model_spec"
+#: The modules' state-dict format versions (``state_dict()._metadata``), which safetensors
+#: cannot hold beside the tensors: torchvision's MNASNet refuses a state without them.
+_VERSIONS_KEY = "delete.module_versions"
 
 
 def save_model(model: nn.Module, spec: ModelSpec, path: str | os.PathLike[str]) -> Path:
@@ -29,9 +33,14 @@ def save_model(model: nn.Module, spec: ModelSpec, path: str | os.PathLike[str]) 
 
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    state = model.state_dict()
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    metadata = {_SPEC_KEY: json.dumps(spec.to_dict(), sort_keys=True)}
+    versions = getattr(state, "_metadata", None)
+    if versions is not None:
+        metadata[_VERSIONS_KEY] = json.dumps(versions, sort_keys=True, default=str)
     tmp = target.with_name(target.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={_SPEC_KEY: json.dumps(spec.to_dict(), sort_keys=True)})
+    save_file(tensors, str(tmp), metadata=metadata)
     os.replace(tmp, target)
     return target
 
@@ -43,7 +52,12 @@ def _read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str
         try:
             with safe_open(str(path), framework="pt") as handle:
                 metadata = dict(handle.metadata() or {})
-                return {k: handle.get_tensor(k) for k in handle.keys()}, metadata  # noqa: SIM118
+                state = OrderedDict((k, handle.get_tensor(k)) for k in handle.keys())  # noqa: SIM118
+                if _VERSIONS_KEY in metadata:
+                    state._metadata = OrderedDict(  # type: ignore[attr-defined]
+                        json.loads(metadata[_VERSIONS_KEY])
+                    )
+                return state, metadata
         except Exception as exc:  # noqa: BLE001 - every parse failure means a corrupt file
             raise CheckpointError(
                 f"model file {path} is corrupt or truncated: {one_line(exc)}"
@@ -94,7 +108,7 @@ def load_model(
         ) from exc
     try:
         model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
+    except (RuntimeError, ValueError) as exc:  # MNASNet raises ValueError on old formats
         reason = " ".join(str(exc).split())[:300]
         raise CheckpointError(
             f"model file {source} does not fit architecture {spec.arch!r}: {reason}"

@@ -224,6 +224,13 @@ class EngineRun:
         )
         for batch in bar:
             batch = batch.to(ctx.device)
+            # One image gives no batch statistics: PyTorch refuses it where a BatchNorm layer
+            # sees a 1x1 map (torchvision's EfficientNetV2 at 32 px), and on a larger map the
+            # running statistics would take one image's. A forget set of 64k + 1 images ends
+            # in such a batch, so for that step alone BatchNorm reads its running statistics.
+            alone = not cfg.freeze_bn and batch.inputs.shape[0] == 1
+            if alone:
+                set_batchnorm_eval(ctx.student)
             with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=use_amp):
                 loss = method.training_step(batch, ctx)
             if not torch.isfinite(loss).all():
@@ -237,6 +244,9 @@ class EngineRun:
             if cfg.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
             self.optimizer.step()
+            if alone:
+                ctx.student.train()
+                set_batchnorm_eval(ctx.student, untrained_only=True)
             result.steps += 1
             total += float(loss.detach())
             count += 1

@@ -830,8 +830,16 @@ def _vetoed(signals: list[EpochSignals], probe: ProbeSet, config: SelectionConfi
 
 
 def _snapshot(model: nn.Module) -> dict[str, Tensor]:
-    """A copy of ``model``'s state on the CPU (kept states never hold accelerator memory)."""
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    """A copy of ``model``'s state on the CPU (kept states never hold accelerator memory).
+
+    The copy is the ``state_dict()`` itself with its tensors replaced, so it keeps the
+    modules' format versions (``_metadata``): torchvision's MNASNet refuses a state without
+    them (``version should be set to 1 or 2``), and a dict comprehension drops them.
+    """
+    state = model.state_dict()
+    for key, value in state.items():
+        state[key] = value.detach().to("cpu", copy=True)
+    return state
 
 
 def _pick_by_selection(

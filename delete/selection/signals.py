@@ -313,7 +313,12 @@ def _take(loader: Iterable[tuple[Tensor, Tensor]], limit: int, what: str) -> tup
         if n >= limit:
             break
     if not xs:
-        raise ValueError("the probe loader is empty")
+        if what == "forget set":
+            raise InvalidForgetSetError("the forget set is empty; there is nothing to forget")
+        raise DatasetError(
+            f"the {what} (selection_loader) is empty; pass retained images, or leave it out"
+            " to select from the forget data alone"
+        )
     shapes = list(dict.fromkeys(tuple(x.shape[1:]) for x in xs))
     if len(shapes) > 1:  # read as one batch by every candidate, every epoch
         error = InvalidForgetSetError if what == "forget set" else DatasetError

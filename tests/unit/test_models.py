@@ -93,6 +93,9 @@ def test_unknown_models_are_clear_errors() -> None:
         ModelSpec("resnet18_cifar", num_classes=10, in_channels=3, image_size=32),
         ModelSpec("torchvision:mobilenet_v3_small", num_classes=4, in_channels=1, image_size=32),
         ModelSpec("small_cnn", num_classes=3, in_channels=1, image_size=8, kwargs={"width": 8}),
+        # MNASNet refuses a state without its modules' format versions (safetensors holds
+        # tensors only; the file carries them as metadata).
+        ModelSpec("torchvision:mnasnet0_5", num_classes=4, in_channels=1, image_size=32),
     ],
     ids=lambda s: s.arch,
 )
@@ -167,3 +170,13 @@ def test_wrong_architecture_is_a_checkpoint_error(tmp_path: Path) -> None:
     odd = save_model(SmallCNN(10, 1), ModelSpec("gone_arch", 10), tmp_path / "odd.safetensors")
     with pytest.raises(CheckpointError, match="unbuildable architecture"):
         load_model(odd)
+
+
+def test_a_state_without_format_versions_is_a_checkpoint_error(tmp_path: Path) -> None:
+    # ``dict(state_dict())`` drops ``_metadata``; MNASNet then raises ValueError, which must
+    # reach the user as one CheckpointError line, not a traceback.
+    spec = ModelSpec("torchvision:mnasnet0_5", num_classes=4, in_channels=1, image_size=32)
+    torch.save(dict(build_model(spec).state_dict()), tmp_path / "bare.pt")
+    with pytest.raises(CheckpointError, match="does not fit architecture") as info:
+        load_model(tmp_path / "bare.pt", spec)
+    assert "\n" not in str(info.value)

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 import delete
 from delete.api import run_unlearning
+from delete.errors import DatasetError
 from delete.methods import create_method
 from delete.methods.base import Batch, UnlearnContext, UnlearningMethod
 from delete.selection import (
@@ -354,6 +355,36 @@ def test_unlearn_defaults_run_the_selection_and_fixed_settings_run_exactly() -> 
     assert with_sample.selection.selection_size == sum(len(y) for _, y in retain_loader)  # type: ignore[attr-defined]
 
 
+class _Versioned(nn.Module):
+    """Refuses a state without its format version, as torchvision's MNASNet does."""
+
+    _version = 2
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.inner(x)  # type: ignore[no-any-return]
+
+    def _load_from_state_dict(  # type: ignore[no-untyped-def]
+        self, state_dict, prefix, local_metadata, *args, **kwargs
+    ) -> None:
+        if local_metadata.get("version") is None:
+            raise ValueError("version should be set to 1 or 2 instead of None")
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, *args, **kwargs)
+
+
+def test_kept_states_load_into_a_model_that_needs_its_format_versions() -> None:
+    # The selection copies states and loads them back (the epoch kept, the BatchNorm
+    # fallback's reading); a copy that drops ``state_dict()._metadata`` broke MNASNet.
+    model, forget_loader, retain_loader = _trained_tiny()
+    versioned = _Versioned(model)
+    for extra in ({}, {"selection_loader": retain_loader}):
+        res = run_unlearning(versioned, forget_loader, [1], device="cpu", progress=False, **extra)
+        assert res.selection is not None and res.selection.epochs >= 1
+
+
 def test_a_pinned_bn_policy_or_lr_narrows_the_candidates() -> None:
     model, forget_loader, _ = _trained_tiny()
     res = run_unlearning(
@@ -361,6 +392,18 @@ def test_a_pinned_bn_policy_or_lr_narrows_the_candidates() -> None:
     )
     assert res.selection is not None
     assert {t.candidate.lr for t in res.selection.trials} == {0.003}
+
+
+def test_an_empty_selection_sample_is_named_in_one_line() -> None:
+    model, forget_loader, retain_loader = _trained_tiny()
+    empty = loader_of(torch.zeros(0, 1, 8, 8), torch.zeros(0, dtype=torch.long))
+    with pytest.raises(
+        DatasetError, match=r"selection sample \(selection_loader\) is empty"
+    ) as info:
+        run_unlearning(
+            model, forget_loader, [1], device="cpu", progress=False, selection_loader=empty
+        )
+    assert "\n" not in str(info.value)
 
 
 def test_bad_selection_config_is_one_line() -> None:

@@ -255,3 +255,57 @@ def test_the_selection_offers_no_train_mode_for_a_frozen_batchnorm() -> None:
     tried = [trial.candidate.label for trial in result.selection.trials]
     assert tried and not any("bn=train" in label for label in tried), tried
     assert "train mode" not in result.selection.stop_reason
+
+
+class _OneByOne(nn.Module):
+    """BatchNorm on a 1x1 map, as torchvision's classifiers have at small inputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 4, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.BatchNorm2d(4)
+        )
+        self.classifier = nn.Linear(4, 10)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.features(x).flatten(1))  # type: ignore[no-any-return]
+
+
+def test_a_batch_of_one_image_trains_on_the_running_statistics() -> None:
+    """A forget set of 64k + 1 images ends in a batch of one: under the train-mode policy it
+    trains on the running statistics (PyTorch refuses batch statistics of one value)."""
+    torch.manual_seed(0)
+    model = _OneByOne()
+    bn = model.features[2]
+    tracked = int(bn.num_batches_tracked)
+
+    result = delete.run_unlearning(
+        model,
+        _loader(1, 1),
+        [3],
+        "delete",
+        "cpu",
+        epochs=2,
+        lr=0.05,
+        progress=False,
+        freeze_bn=False,
+    )
+
+    after = result.model.features[2]
+    assert result.engine.steps == 2
+    assert int(after.num_batches_tracked) == tracked
+    assert torch.equal(after.running_mean, bn.running_mean)
+    assert not torch.equal(result.model.classifier.weight, model.classifier.weight)
+    # The batches of more than one image still re-estimate the statistics.
+    mixed = delete.run_unlearning(
+        model,
+        _loader(1, 8) + _loader(1, 1),
+        [3],
+        "delete",
+        "cpu",
+        epochs=1,
+        lr=0.05,
+        progress=False,
+        freeze_bn=False,
+    )
+    assert int(mixed.model.features[2].num_batches_tracked) == tracked + 1
