@@ -451,11 +451,15 @@ def _candidate_method(
     candidate's lr and BatchNorm policy, and clipped steps (unless ``grad_clip`` was given)."""
 
     def factory(candidate: Candidate, epochs: int) -> UnlearningMethod:
+        setting = candidate.to_dict()
+        head = setting.pop("head", None)
+        if head is not None:  # the selection trains that layer alone; the record says so
+            setting["trainable"] = (head,)
         return create_method(
             method,
             **{
                 **hparams,
-                **candidate.to_dict(),
+                **setting,
                 "epochs": epochs,
                 "grad_clip": hparams.get("grad_clip", config.grad_clip),
             },

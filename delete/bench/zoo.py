@@ -37,6 +37,7 @@ __all__ = [
     "PlainCNN",
     "Tempered",
     "mlp_bn",
+    "groupnorm_cnn",
     "build_zoo_model",
     "train_zoo_model",
     "load_zoo_model",
@@ -199,6 +200,32 @@ def mlp_bn(num_classes: int = 10, in_features: int = 28 * 28) -> nn.Sequential:
         nn.BatchNorm1d(128),
         nn.ReLU(),
         nn.Linear(128, num_classes),
+    )
+
+
+def groupnorm_cnn(num_classes: int = 10) -> nn.Sequential:
+    """Three convolutions with GroupNorm (8 groups), SiLU and stride-2 downsampling, global
+    average pooling, dropout and a linear head (module ``12``). Trained with Nesterov SGD it is
+    the outside model whole-network DELETE breaks (``delete/selection/head.py``).
+
+    Example:
+        >>> groupnorm_cnn()(torch.zeros(2, 1, 28, 28)).shape
+        torch.Size([2, 10])
+    """
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1),
+        nn.GroupNorm(8, 32),
+        nn.SiLU(),
+        nn.Conv2d(32, 64, 3, padding=1, stride=2),
+        nn.GroupNorm(8, 64),
+        nn.SiLU(),
+        nn.Conv2d(64, 64, 3, padding=1, stride=2),
+        nn.GroupNorm(8, 64),
+        nn.SiLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Dropout(0.2),
+        nn.Linear(64, num_classes),
     )
 
 

@@ -34,7 +34,7 @@ import torchvision
 from torch import nn
 
 from delete.api import run_unlearning
-from delete.bench.zoo import Gray2RGB, Normalized, mlp_bn, zoo_cache_dir
+from delete.bench.zoo import Gray2RGB, Normalized, groupnorm_cnn, mlp_bn, zoo_cache_dir
 from delete.bench.zoo_bench import SELECTION_SAMPLE_SIZE, _accuracy
 from delete.data import DatasetBundle, load_mnist5k, make_unlearning_splits
 from delete.training import make_loader
@@ -103,25 +103,6 @@ def _lenet5() -> nn.Module:
     )
 
 
-def _groupnorm_cnn() -> nn.Module:
-    # GroupNorm (8 groups) after every conv, SiLU, dropout before the head.
-    return nn.Sequential(
-        nn.Conv2d(1, 32, 3, padding=1),
-        nn.GroupNorm(8, 32),
-        nn.SiLU(),
-        nn.Conv2d(32, 64, 3, padding=1, stride=2),
-        nn.GroupNorm(8, 64),
-        nn.SiLU(),
-        nn.Conv2d(64, 64, 3, padding=1, stride=2),
-        nn.GroupNorm(8, 64),
-        nn.SiLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Dropout(0.2),
-        nn.Linear(64, 10),
-    )
-
-
 def _mnasnet() -> nn.Module:
     # torchvision's MNASNet keeps BatchNorm momentum at 0.0003 (TensorFlow's 0.9997).
     net = torchvision.models.mnasnet0_5(num_classes=10)
@@ -162,8 +143,8 @@ RECIPES: dict[
         6,
         0.0,
     ),
-    "groupnorm_cnn_sgd": (_groupnorm_cnn, lambda p: _sgd(p, 0.05, 5e-4), 8, 0.0),
-    "groupnorm_cnn_sgd20": (_groupnorm_cnn, lambda p: _sgd(p, 0.05, 5e-4), 20, 0.0),
+    "groupnorm_cnn_sgd": (groupnorm_cnn, lambda p: _sgd(p, 0.05, 5e-4), 8, 0.0),
+    "groupnorm_cnn_sgd20": (groupnorm_cnn, lambda p: _sgd(p, 0.05, 5e-4), 20, 0.0),
     "mnasnet_rmsprop": (
         _mnasnet,
         lambda p: torch.optim.RMSprop(p, lr=2e-3, momentum=0.9, eps=1e-3, weight_decay=1e-5),

@@ -1,0 +1,139 @@
+"""With a selection sample, the last layer alone is trained when the whole-network run still
+reads the sample far short (``SelectionConfig.head_only_drop``; delete/selection/head.py)."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import torch
+from torch import Tensor, nn
+
+from delete.api import _candidate_method
+from delete.methods import create_method
+from delete.methods.base import UnlearnContext, UnlearningMethod
+from delete.models.outputs import LogitsOnly
+from delete.selection import Candidate, ProbeSet, SelectionConfig, select_and_train
+from delete.selection.auto import HEAD_ONLY
+from delete.selection.head import last_layer
+from tests.unit._tiny import tiny_data, tiny_problem
+
+
+class _DriftsFeatures(UnlearningMethod):
+    """DELETE whose every step also scrambles each trainable convolution: retained images
+    drift wherever the features train, and only there (the failure the fallback is for)."""
+
+    name = "drifts-features-test"
+
+    def training_step(self, batch, ctx):  # type: ignore[no-untyped-def]
+        return create_method("delete").training_step(batch, ctx)
+
+    def after_backward(self, ctx: UnlearnContext) -> None:
+        with torch.no_grad():
+            for param in ctx.student.parameters():
+                if param.requires_grad and param.dim() == 4:
+                    param.add_(torch.randn_like(param) * 2.0)
+
+
+def _problem() -> tuple[UnlearnContext, ProbeSet, ProbeSet]:
+    """The tiny problem trained, its context, and its probe with and without the retained
+    images as the selection sample."""
+    model, forget_loader, retain_loader = tiny_problem(forget=1)
+    images, labels = tiny_data(n=64)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(150):
+        loss = nn.functional.cross_entropy(model(images), labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    ctx = UnlearnContext(
+        student=copy.deepcopy(model),
+        original=copy.deepcopy(model).eval(),
+        forget_loader=forget_loader,
+        retain_loader=None,
+        forget_classes=(1,),
+        num_classes=4,
+        device=torch.device("cpu"),
+        generator=torch.Generator().manual_seed(0),
+    )
+    with_sample = ProbeSet.gather(
+        ctx.original,
+        forget_loader,
+        ctx.device,
+        selection_loader=retain_loader,  # type: ignore[arg-type]
+    )
+    alone = ProbeSet.gather(ctx.original, forget_loader, ctx.device)
+    return ctx, with_sample, alone
+
+
+def _factory(drifts: bool):  # type: ignore[no-untyped-def]
+    def factory(c: Candidate, n: int) -> UnlearningMethod:
+        config = create_method("delete", lr=c.lr, freeze_bn=True, epochs=n, grad_clip=1.0).config
+        return _DriftsFeatures(config) if drifts else create_method("delete", **config.to_dict())
+
+    return factory
+
+
+#: One learning rate, long enough for the head alone to forget (one step a pass).
+_CONFIG = SelectionConfig(
+    candidates=(Candidate(0.03),), max_epochs=30, min_epochs=2, synthetic_rerun_drop=None
+)
+
+
+def test_a_drifting_run_falls_back_to_its_last_layer_alone() -> None:
+    ctx, probe, _ = _problem()
+    conv = ctx.student.conv.weight.detach().clone()  # type: ignore[union-attr]
+    _, report = select_and_train(_factory(drifts=True), ctx, probe, _CONFIG)
+    assert report.chosen.head == "head", report.stop_reason
+    assert "was trained alone" in report.stop_reason and ": kept" in report.stop_reason
+    assert HEAD_ONLY in {t.rule for t in report.trials}
+    # Only the head trained: the features are the original's, so nothing drifted.
+    assert torch.equal(ctx.student.conv.weight, conv)  # type: ignore[union-attr]
+    assert report.final.forget_acc <= 1.0
+    assert report.final.selection_acc == probe.original_selection_acc
+
+
+def test_no_fallback_within_the_bound_when_off_or_without_a_sample() -> None:
+    runs = []
+    for config, with_sample in (
+        (dataclasses.replace(_CONFIG, head_only_drop=100.0), True),  # nothing reads 100 short
+        (dataclasses.replace(_CONFIG, head_only_drop=None), True),
+        (_CONFIG, False),
+    ):
+        ctx, probe, alone = _problem()
+        runs.append(
+            select_and_train(_factory(drifts=True), ctx, probe if with_sample else alone, config)
+        )
+    for _, report in runs:
+        assert report.chosen.head is None, report.stop_reason
+        assert HEAD_ONLY not in {t.rule for t in report.trials}
+        assert "trained alone" not in report.stop_reason
+
+
+class _HeadFirst(nn.Module):
+    """Registers its head first and runs it last, then a parameter-free log-softmax."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.out = nn.Linear(8, 3)
+        self.body = nn.Linear(4, 8)
+        self.aside = nn.Linear(4, 3)  # three wide, but not what the output comes from
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.aside(x)
+        return torch.log_softmax(self.out(torch.relu(self.body(x))), dim=1)
+
+
+def test_the_last_layer_is_found_by_the_order_modules_run() -> None:
+    net = _HeadFirst()
+    assert last_layer(net, torch.zeros(2, 4), 3) == "out"
+    assert last_layer(LogitsOnly(net), torch.zeros(2, 4), 3) == "out"  # the caller's names
+    assert last_layer(net, torch.zeros(2, 4), 5) is None
+
+
+def test_the_record_names_the_layer_trained_alone() -> None:
+    factory = _candidate_method("delete", {}, SelectionConfig())
+    assert factory(Candidate(0.01, head="fc"), 3).config.trainable == ("fc",)
+    assert factory(Candidate(0.01), 3).config.trainable is None
+    assert Candidate(0.01, head="fc").to_dict() == {"lr": 0.01, "freeze_bn": True, "head": "fc"}
