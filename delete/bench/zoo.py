@@ -37,7 +37,7 @@ __all__ = [
     "PlainCNN",
     "Tempered",
     "mlp_bn",
-    "groupnorm_cnn",
+    "silu_cnn",
     "build_zoo_model",
     "train_zoo_model",
     "load_zoo_model",
@@ -203,24 +203,32 @@ def mlp_bn(num_classes: int = 10, in_features: int = 28 * 28) -> nn.Sequential:
     )
 
 
-def groupnorm_cnn(num_classes: int = 10) -> nn.Sequential:
-    """Three convolutions with GroupNorm (8 groups), SiLU and stride-2 downsampling, global
-    average pooling, dropout and a linear head (module ``12``). Trained with Nesterov SGD it is
-    the outside model whole-network DELETE breaks (``delete/selection/head.py``).
+def silu_cnn(num_classes: int = 10, norm: str = "group") -> nn.Sequential:
+    """Three convolutions with GroupNorm (8 groups; ``norm="batch"``: BatchNorm, ``"layer"``:
+    one group over channels and pixels), SiLU and
+    stride-2 downsampling, global average pooling, dropout and a linear head (module ``12``).
+    Trained with Nesterov SGD it is the outside model that whole-network DELETE breaks
+    (``delete/selection/head.py``).
 
     Example:
-        >>> groupnorm_cnn()(torch.zeros(2, 1, 28, 28)).shape
-        torch.Size([2, 10])
+        >>> silu_cnn()(torch.zeros(2, 1, 28, 28)).shape, type(silu_cnn(norm="batch")[1]).__name__
+        (torch.Size([2, 10]), 'BatchNorm2d')
     """
+
+    def normalise(channels: int) -> nn.Module:
+        if norm == "batch":
+            return nn.BatchNorm2d(channels)
+        return nn.GroupNorm(1 if norm == "layer" else 8, channels)  # one group: LayerNorm
+
     return nn.Sequential(
         nn.Conv2d(1, 32, 3, padding=1),
-        nn.GroupNorm(8, 32),
+        normalise(32),
         nn.SiLU(),
         nn.Conv2d(32, 64, 3, padding=1, stride=2),
-        nn.GroupNorm(8, 64),
+        normalise(64),
         nn.SiLU(),
         nn.Conv2d(64, 64, 3, padding=1, stride=2),
-        nn.GroupNorm(8, 64),
+        normalise(64),
         nn.SiLU(),
         nn.AdaptiveAvgPool2d(1),
         nn.Flatten(),

@@ -412,14 +412,15 @@ class SelectionConfig:
             ``runtime["synthetic_check"]`` says what it read.
         synthetic_images: How many images :func:`_rerun_by_synthetic` inverts.
         synthetic_steps: How many optimizer steps it takes on them.
-        head_only_drop: With a selection sample, the last layer alone is trained at the
-            candidates' learning rates when the sample reads the state kept (after every
-            rerun) more than this many points below the original, and the state that reads
-            better is kept (:func:`_head_only_by_sample`); ``None`` never does. A GroupNorm
-            CNN (94 %) forgetting digit 3 lost 5.78 points with the sample (14.44
-            forget-only) at every learning rate tried, and -0.89 with its last layer alone
-            (``docs/bench/outside_more_recipes_cpu.md``). No zoo request's sample read its
-            kept state that far short, so none of them changes.
+        head_only_drop: The last layer alone is trained at the candidates' learning rates
+            when, after every rerun, the selection sample, or without one the images the
+            guard inverted (once it has run again), reads the state kept more than this many
+            points below the original; the state that reads better there is kept
+            (:func:`_head_only`); ``None`` never does. A GroupNorm CNN (94 %) forgetting
+            digit 3 lost 5.78 points with the sample at every learning rate tried, and -1.00
+            with its last layer alone; the same network with BatchNorm lost 30.89
+            forget-only, its inverted images reading the rerun 14.3 points short
+            (``docs/bench/outside_more_recipes_cpu.md``).
     """
 
     candidates: tuple[Candidate, ...] | None = None
@@ -1645,7 +1646,7 @@ def _rerun_by_synthetic(
     if acc is None or short <= limit:
         first.chosen.signals = history  # the reading is not kept in the run's history
         return first
-    return _run_again(
+    again = _run_again(
         read,
         factory,
         ctx,
@@ -1656,6 +1657,8 @@ def _rerun_by_synthetic(
         what=SYNTHETIC_IMAGES,
         rule=SYNTHETIC_RERUN,
     )
+    # Still short after the rerun: no epoch of the whole network holds the kept classes.
+    return _head_only(again, factory, ctx, synthetic, config, progress, what=SYNTHETIC_IMAGES)
 
 
 def _rerun_by_sample(
@@ -1705,10 +1708,27 @@ def _head_only_by_sample(
     config: SelectionConfig,
     progress: bool,
 ) -> _Outcome:
-    """With a selection sample: ``first``, or the model's last layer alone trained at the
-    candidates' learning rates, when the sample reads ``first``'s kept state more than
-    ``head_only_drop`` points below the original; whichever state reads better on the sample
-    is kept, and the stop reason says what each read. Not checkpointed, as the reruns."""
+    """With a selection sample: :func:`_head_only` judged by it."""
+    if probe.original_selection_acc is None:
+        return first
+    return _head_only(first, factory, ctx, probe, config, progress, what="the selection sample")
+
+
+def _head_only(
+    first: _Outcome,
+    factory: MethodFactory,
+    ctx: UnlearnContext,
+    probe: ProbeSet,
+    config: SelectionConfig,
+    progress: bool,
+    *,
+    what: str,
+) -> _Outcome:
+    """``first``, or the model's last layer alone trained at the candidates' learning rates,
+    when ``probe``'s sample (``what``: the selection sample, or images inverted from the
+    original) reads ``first``'s kept state more than ``head_only_drop`` points below the
+    original; whichever state reads better on it is kept, and the stop reason says what each
+    read. Not checkpointed, as the reruns."""
     original, limit = probe.original_selection_acc, config.head_only_drop
     if limit is None or original is None or first.chosen.candidate.head is not None:
         return first
@@ -1717,14 +1737,14 @@ def _head_only_by_sample(
     acc = first.best.selection_acc
     if acc is None or original - acc <= limit:
         return first
-    what = (
-        f"; the state kept still read {original - acc:.1f} points below the original on the"
-        f" selection sample (more than {limit:g})"
+    short = (
+        f"; the state kept still read {original - acc:.1f} points below the original on"
+        f" {what} (more than {limit:g})"
     )
     sample = probe.forget_inputs[:2].to(ctx.device)
     head = last_layer(ctx.student, sample, ctx.num_classes)
     if head is None or not any(p.requires_grad for p in head_parameters(ctx.student, head)):
-        note = f"{what}, and the model has no last layer the caller left trainable to train alone"
+        note = f"{short}, and the model has no last layer the caller left trainable to train alone"
         return dataclasses.replace(first, reason=first.reason + note)
     lrs = dict.fromkeys(c.lr for c in config.candidates or default_candidates(ctx.student))
     alone = dataclasses.replace(
@@ -1735,7 +1755,7 @@ def _head_only_by_sample(
     try:
         second = _run(factory, ctx, probe, alone, progress, None)
     except NonFiniteLossError as exc:
-        note = f"{what}; its last layer ({head}) trained alone diverged ({one_line(exc)})"
+        note = f"{short}; its last layer ({head}) trained alone diverged ({one_line(exc)})"
         return dataclasses.replace(first, reason=first.reason + note)
     second = dataclasses.replace(
         second, trials=[dataclasses.replace(t, rule=HEAD_ONLY) for t in second.trials]
@@ -1743,7 +1763,7 @@ def _head_only_by_sample(
     better = _sample_score(second.best, config) > _sample_score(first.best, config)
     read = second.best.selection_acc
     note = (
-        f"{what}, so its last layer ({head}) was trained alone (epoch {second.best.epoch}"
+        f"{short}, so its last layer ({head}) was trained alone (epoch {second.best.epoch}"
         f" of {second.chosen.candidate.label} kept there, "
         + (f"{original - read:.1f} points below" if read is not None else "not read")
         + f"): {'kept' if better else 'not kept'}"

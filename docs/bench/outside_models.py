@@ -16,6 +16,8 @@ accuracy before, points lost, test-forget, epochs, the chosen candidate and the 
     .venv/bin/python docs/bench/outside_models.py lenet5_sgd 3,5,8 head-only  # backbone frozen
     .venv/bin/python docs/bench/outside_models.py groupnorm_cnn_sgd 3,5,8  # under-trained (79 %)
     .venv/bin/python docs/bench/outside_models.py groupnorm_cnn_sgd20 3,5,8
+    .venv/bin/python docs/bench/outside_models.py batchnorm_silu_cnn_sgd20 3,5,8
+    .venv/bin/python docs/bench/outside_models.py layernorm_silu_cnn_sgd20 3,5,8
     .venv/bin/python docs/bench/outside_models.py ln_mlp_adam 3,5,8
     .venv/bin/python docs/bench/outside_models.py mnasnet_rmsprop 3,5,8
 """
@@ -34,7 +36,7 @@ import torchvision
 from torch import nn
 
 from delete.api import run_unlearning
-from delete.bench.zoo import Gray2RGB, Normalized, groupnorm_cnn, mlp_bn, zoo_cache_dir
+from delete.bench.zoo import Gray2RGB, Normalized, mlp_bn, silu_cnn, zoo_cache_dir
 from delete.bench.zoo_bench import SELECTION_SAMPLE_SIZE, _accuracy
 from delete.data import DatasetBundle, load_mnist5k, make_unlearning_splits
 from delete.training import make_loader
@@ -143,8 +145,20 @@ RECIPES: dict[
         6,
         0.0,
     ),
-    "groupnorm_cnn_sgd": (groupnorm_cnn, lambda p: _sgd(p, 0.05, 5e-4), 8, 0.0),
-    "groupnorm_cnn_sgd20": (groupnorm_cnn, lambda p: _sgd(p, 0.05, 5e-4), 20, 0.0),
+    "groupnorm_cnn_sgd": (silu_cnn, lambda p: _sgd(p, 0.05, 5e-4), 8, 0.0),
+    "groupnorm_cnn_sgd20": (silu_cnn, lambda p: _sgd(p, 0.05, 5e-4), 20, 0.0),
+    "batchnorm_silu_cnn_sgd20": (
+        lambda: silu_cnn(norm="batch"),
+        lambda p: _sgd(p, 0.05, 5e-4),
+        20,
+        0.0,
+    ),
+    "layernorm_silu_cnn_sgd20": (
+        lambda: silu_cnn(norm="layer"),
+        lambda p: _sgd(p, 0.05, 5e-4),
+        20,
+        0.0,
+    ),
     "mnasnet_rmsprop": (
         _mnasnet,
         lambda p: torch.optim.RMSprop(p, lr=2e-3, momentum=0.9, eps=1e-3, weight_decay=1e-5),

@@ -19,8 +19,8 @@ from delete.bench.zoo import (
     Normalized,
     PlainCNN,
     Tempered,
-    groupnorm_cnn,
     mlp_bn,
+    silu_cnn,
 )
 from delete.data import (
     DatasetBundle,
@@ -255,7 +255,7 @@ def test_with_a_sample_a_groupnorm_model_whose_features_drift_keeps_its_accuracy
     control, without that fallback, must lose more than 3, or this model tests nothing."""
     bundle = datasets["mnist5k"]
     torch.manual_seed(0)
-    model = _train(groupnorm_cnn(), bundle, epochs=20, recipe="sgd")
+    model = _train(silu_cnn(), bundle, epochs=20, recipe="sgd")
     splits = make_unlearning_splits(bundle.train, bundle.test, [3])
     retain_before = _acc(model, splits.test_retain)
     assert _acc(model, splits.test_forget) > 90 and retain_before > 90
@@ -278,5 +278,36 @@ def test_with_a_sample_a_groupnorm_model_whose_features_drift_keeps_its_accuracy
         progress=False,
         selection=SelectionConfig(head_only_drop=None),
         selection_loader=make_loader(splits.train_retain.subset(idx), 250, shuffle=False),
+    )
+    assert retain_before - _acc(control.model, splits.test_retain) > 3.0
+
+
+def test_forget_only_a_batchnorm_model_whose_features_drift_keeps_its_accuracy(
+    datasets: dict[str, DatasetBundle],
+) -> None:
+    """The same network with BatchNorm (Nesterov SGD, 95.3 %), digit 3, forget data only.
+    Measured: the whole network distilled loses 30.89 points; the images inverted from the
+    original read it 16.7 points short and its rerun 14.3, so the last layer is trained alone,
+    judged by those images, and it loses -0.22. The control, without that fallback, must lose
+    more than 3, the issue's forget-only bound."""
+    bundle = datasets["mnist5k"]
+    torch.manual_seed(0)
+    model = _train(silu_cnn(norm="batch"), bundle, epochs=20, recipe="sgd")
+    splits = make_unlearning_splits(bundle.train, bundle.test, [3])
+    retain_before = _acc(model, splits.test_retain)
+    assert _acc(model, splits.test_forget) > 90 and retain_before > 90
+
+    result = _defaults(model, splits, 3, with_sample=False)
+    assert result.selection is not None and result.selection.chosen.head == "12"
+    assert _acc(result.model, splits.test_forget) < 5.0
+    assert retain_before - _acc(result.model, splits.test_retain) <= 2.0, result.selection
+
+    control = delete.run_unlearning(
+        model,
+        make_loader(splits.train_forget, 64, shuffle=True, seed=0),
+        [3],
+        device="cpu",
+        progress=False,
+        selection=SelectionConfig(head_only_drop=None),
     )
     assert retain_before - _acc(control.model, splits.test_retain) > 3.0

@@ -94,6 +94,25 @@ def test_a_drifting_run_falls_back_to_its_last_layer_alone() -> None:
     assert report.final.selection_acc == probe.original_selection_acc
 
 
+def test_forget_only_the_guards_images_judge_the_last_layer_alone() -> None:
+    # No sample: the guard's inverted images read the drifting run short, its rerun too, so
+    # the head is trained alone and judged by the same images.
+    ctx, _, alone = _problem()
+    conv = ctx.student.conv.weight.detach().clone()  # type: ignore[union-attr]
+    guarded = dataclasses.replace(_CONFIG, synthetic_rerun_drop=3.0)
+    _, report = select_and_train(_factory(drifts=True), ctx, alone, guarded)
+    assert report.mode == "forget-only"
+    assert report.chosen.head == "head", report.stop_reason
+    assert "on images inverted from the original (more than 3)" in report.stop_reason
+    assert "was trained alone" in report.stop_reason and report.stop_reason.endswith(": kept")
+    assert torch.equal(ctx.student.conv.weight, conv)  # type: ignore[union-attr]
+    # The same with the fallback off: the guard's rerun is all there is.
+    ctx, _, alone = _problem()
+    off = dataclasses.replace(guarded, head_only_drop=None)
+    _, report = select_and_train(_factory(drifts=True), ctx, alone, off)
+    assert report.chosen.head is None and "trained alone" not in report.stop_reason
+
+
 def test_no_fallback_within_the_bound_when_off_or_without_a_sample() -> None:
     runs = []
     for config, with_sample in (
