@@ -1752,30 +1752,20 @@ def _head_only(
         candidates=tuple(Candidate(lr, True, head) for lr in lrs),
         sample_every_epoch=True,
     )
-    try:
-        second = _run(factory, ctx, probe, alone, progress, None)
-    except NonFiniteLossError as exc:
-        note = f"{short}; its last layer ({head}) trained alone diverged ({one_line(exc)})"
-        return dataclasses.replace(first, reason=first.reason + note)
-    second = dataclasses.replace(
-        second, trials=[dataclasses.replace(t, rule=HEAD_ONLY) for t in second.trials]
-    )
-    better = _sample_score(second.best, config) > _sample_score(first.best, config)
-    read = second.best.selection_acc
-    note = (
-        f"{short}, so its last layer ({head}) was trained alone (epoch {second.best.epoch}"
-        f" of {second.chosen.candidate.label} kept there, "
-        + (f"{original - read:.1f} points below" if read is not None else "not read")
-        + f"): {'kept' if better else 'not kept'}"
-    )
-    if better:
-        return dataclasses.replace(
-            second,
-            trials=_mark(first.trials, "beaten") + second.trials,
-            reason=first.reason + note,
-        )
-    return dataclasses.replace(
-        first, trials=first.trials + _mark(second.trials, "beaten"), reason=first.reason + note
+    return _keep_better_run(
+        first,
+        factory,
+        ctx,
+        probe,
+        config,
+        progress,
+        second_config=alone,
+        rule=HEAD_ONLY,
+        diverged=f"{short}; its last layer ({head}) trained alone diverged",
+        opening=lambda second: (
+            f"{short}, so its last layer ({head}) was trained alone (epoch {second.best.epoch}"
+            f" of {second.chosen.candidate.label} kept there, "
+        ),
     )
 
 
@@ -1797,21 +1787,54 @@ def _run_again(
     names the sample in the stop reason and ``rule`` marks the second run's trials."""
     original, acc = probe.original_selection_acc or 0.0, first.best.selection_acc or 0.0
     candidate = first.chosen.candidate
-    again = dataclasses.replace(config, candidates=(candidate,), sample_every_epoch=True)
+    return _keep_better_run(
+        first,
+        factory,
+        ctx,
+        probe,
+        config,
+        progress,
+        second_config=dataclasses.replace(config, candidates=(candidate,), sample_every_epoch=True),
+        rule=rule,
+        diverged=f"; run again with {what} read every epoch, it diverged",
+        opening=lambda second: (
+            f"; {what} read the state kept {original - acc:.1f} points below the"
+            f" original (more than {limit:g}), so {candidate.label} ran again with {what}"
+            f" read after every epoch (epoch {second.best.epoch} kept there, "
+        ),
+    )
+
+
+def _keep_better_run(
+    first: _Outcome,
+    factory: MethodFactory,
+    ctx: UnlearnContext,
+    probe: ProbeSet,
+    config: SelectionConfig,
+    progress: bool,
+    *,
+    second_config: SelectionConfig,
+    rule: str,
+    diverged: str,
+    opening: Callable[[_Outcome], str],
+) -> _Outcome:
+    """``first``, or a second run of ``second_config`` (its trials marked ``rule``), whichever
+    kept state reads better on ``probe``'s sample (:func:`_sample_score`). The stop reason
+    gains ``opening(second)``, what the second read and whether it was kept, or ``diverged``
+    and why when every candidate of the second run diverged. Shared by :func:`_run_again`
+    and :func:`_head_only`."""
+    original = probe.original_selection_acc or 0.0
     try:
-        second = _run(factory, ctx, probe, again, progress, None)
+        second = _run(factory, ctx, probe, second_config, progress, None)
     except NonFiniteLossError as exc:
-        note = f"; run again with {what} read every epoch, it diverged ({one_line(exc)})"
-        return dataclasses.replace(first, reason=first.reason + note)
+        return dataclasses.replace(first, reason=first.reason + f"{diverged} ({one_line(exc)})")
     second = dataclasses.replace(
         second, trials=[dataclasses.replace(t, rule=rule) for t in second.trials]
     )
     better = _sample_score(second.best, config) > _sample_score(first.best, config)
     read = second.best.selection_acc
     note = (
-        f"; {what} read the state kept {original - acc:.1f} points below the"
-        f" original (more than {limit:g}), so {candidate.label} ran again with {what}"
-        f" read after every epoch (epoch {second.best.epoch} kept there, "
+        opening(second)
         + (f"{original - read:.1f} points below" if read is not None else "not read")
         + f"): {'kept' if better else 'not kept'}"
     )

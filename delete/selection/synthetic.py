@@ -83,6 +83,7 @@ def synthesize(
     lr: float = 0.1,
     min_confidence: float = 0.9,
     seed: int = 0,
+    label_smoothing: float = 0.0,
 ) -> tuple[Tensor, Tensor]:
     """Up to ``count`` inputs that ``original`` assigns to the ``kept`` classes, optimised
     from noise inside the value range of ``like`` (the forget images, per channel), and the
@@ -107,6 +108,9 @@ def synthesize(
             images) read a state that lost 0.4 points 20 points short on all of them, and
             0.0 on the few it held at 0.9 or more.
         seed: Seeds the starting noise.
+        label_smoothing: Of the cross-entropy towards each image's class; 0 (the guard's)
+            drives the images to saturation. ``docs/bench/soft_inverted_images.py`` tries
+            softer targets, not the guard.
 
     Returns:
         The images (on the CPU, ``like``'s dtype) and their labels.
@@ -137,7 +141,9 @@ def synthesize(
         for _ in range(steps):
             penalties.clear()
             x = low + span * torch.sigmoid(z)
-            loss = F.cross_entropy(original(x).float(), y) + 1e-3 * _total_variation(x)
+            loss = F.cross_entropy(
+                original(x).float(), y, label_smoothing=label_smoothing
+            ) + 1e-3 * _total_variation(x)
             if penalties:
                 loss = loss + torch.stack(penalties).mean()
             optimizer.zero_grad(set_to_none=True)

@@ -18,60 +18,13 @@ import json
 import sys
 
 import torch
-import torch.nn.functional as F
 from outside_models import trained
 
 from delete.api import run_unlearning
 from delete.bench.zoo_bench import SMALL_CNN, _accuracy, _original
 from delete.data import load_mnist5k, make_unlearning_splits
-from delete.selection import synthetic as S
+from delete.selection.synthetic import synthesize
 from delete.training import make_loader
-
-
-def soft_synth(
-    original: torch.nn.Module,
-    like: torch.Tensor,
-    kept: list[int],
-    smoothing: float,
-    min_conf: float,
-    steps: int = 40,
-    count: int = 48,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``synthesize`` with smoothed cross-entropy (the guard's priors, seed and budget)."""
-    g = torch.Generator().manual_seed(0)
-    target = S._targets(kept, count, g)
-    real = like.float()
-    dims = [0, 2, 3]
-    low, high = real.amin(dim=dims, keepdim=True), real.amax(dim=dims, keepdim=True)
-    span = (high - low).clamp(min=1e-6)
-    mean = ((real.mean(0, keepdim=True) - low) / span).clamp(0.05, 0.95)
-    z = (
-        torch.logit(mean) + 0.5 * torch.randn((count, *real.shape[1:]), generator=g)
-    ).requires_grad_(True)
-    pen = []
-    hooks = S._bn_prior(original, pen)
-    opt = torch.optim.Adam([z], lr=0.1)
-    try:
-        for _ in range(steps):
-            pen.clear()
-            x = low + span * torch.sigmoid(z)
-            loss = F.cross_entropy(
-                original(x).float(), target, label_smoothing=smoothing
-            ) + 1e-3 * S._total_variation(x)
-            if pen:
-                loss = loss + torch.stack(pen).mean()
-            opt.zero_grad()
-            loss.backward(inputs=[z])
-            opt.step()
-    finally:
-        for h in hooks:
-            h.remove()
-    with torch.no_grad():
-        x = low + span * torch.sigmoid(z)
-        p = F.softmax(original(x).float(), 1)
-    c, a = p.max(1)
-    keep = torch.isin(a, torch.tensor(kept)) & (c >= min_conf)
-    return x[keep], a[keep]
 
 
 def main(specs: str) -> None:
@@ -102,7 +55,9 @@ def main(specs: str) -> None:
                 "guard": r.runtime.get("synthetic_check", "")[:40],
             }
             for sm, mc in ((0.111, 0.8), (0.3, 0.6), (0.5, 0.4)):
-                x, y = soft_synth(model, fx, kept, sm, mc)
+                x, y = synthesize(
+                    model, fx, kept, torch.device("cpu"), label_smoothing=sm, min_confidence=mc
+                )
                 with torch.no_grad():
                     a0 = (model(x).argmax(1) == y).float().mean().item() * 100 if len(y) else None
                     a1 = (

@@ -121,10 +121,16 @@ def _acc(model: nn.Module, ds: delete.data.ImageTensorDataset) -> float:
 
 
 def _defaults(
-    model: nn.Module, splits: UnlearningSplits, digit: int, *, with_sample: bool
+    model: nn.Module,
+    splits: UnlearningSplits,
+    digit: int,
+    *,
+    with_sample: bool,
+    selection: SelectionConfig | None = None,
 ) -> delete.UnlearnResult:
-    """``delete.run_unlearning`` with its defaults, forgetting ``digit``; ``with_sample`` adds
-    the pipeline's selection sample (500 retained training images, seeded)."""
+    """``delete.run_unlearning`` with its defaults (or ``selection``), forgetting ``digit``;
+    ``with_sample`` adds the pipeline's selection sample (500 retained training images,
+    seeded)."""
     g = torch.Generator().manual_seed(0)
     idx = torch.randperm(len(splits.train_retain), generator=g)[:500]
     return delete.run_unlearning(
@@ -133,6 +139,7 @@ def _defaults(
         [digit],
         device="cpu",
         progress=False,
+        selection=selection,
         selection_loader=make_loader(splits.train_retain.subset(idx), 250, shuffle=False)
         if with_sample
         else None,
@@ -269,16 +276,8 @@ def test_with_a_sample_a_groupnorm_model_whose_features_drift_keeps_its_accuracy
     # The caller's model keeps every parameter trainable.
     assert all(p.requires_grad for p in model.parameters())
 
-    g = torch.Generator().manual_seed(0)
-    idx = torch.randperm(len(splits.train_retain), generator=g)[:500]
-    control = delete.run_unlearning(
-        model,
-        make_loader(splits.train_forget, 64, shuffle=True, seed=0),
-        [3],
-        device="cpu",
-        progress=False,
-        selection=SelectionConfig(head_only_drop=None),
-        selection_loader=make_loader(splits.train_retain.subset(idx), 250, shuffle=False),
+    control = _defaults(
+        model, splits, 3, with_sample=True, selection=SelectionConfig(head_only_drop=None)
     )
     assert retain_before - _acc(control.model, splits.test_retain) > 3.0
 
@@ -304,12 +303,7 @@ def test_forget_only_a_batchnorm_model_whose_features_drift_keeps_its_accuracy(
     assert _acc(result.model, splits.test_forget) < 5.0
     assert retain_before - _acc(result.model, splits.test_retain) <= 2.0, result.selection
 
-    control = delete.run_unlearning(
-        model,
-        make_loader(splits.train_forget, 64, shuffle=True, seed=0),
-        [3],
-        device="cpu",
-        progress=False,
-        selection=SelectionConfig(head_only_drop=None),
+    control = _defaults(
+        model, splits, 3, with_sample=False, selection=SelectionConfig(head_only_drop=None)
     )
     assert retain_before - _acc(control.model, splits.test_retain) > 3.0
