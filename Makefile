@@ -41,13 +41,8 @@ chromium: $(STAMP) ## A Chromium for the browser tests: one on PATH, else Debian
 	       || { apt-get update >/dev/null && apt-get install -y --no-install-recommends chromium >/dev/null; }; \
 	     else $(VENV)/bin/playwright install chromium || echo "no Chromium found: see README, Browser test"; fi
 
-# The tests marked own_process run in a second process: after the two SiLU-network tests had
-# trained in the same process, the flows' in-process golden bootstrap produced other weights
-# than fresh interpreters do (test_bootstrap_is_deterministic_across_processes; cause not
-# found, see CHANGELOG).
 test: $(STAMP) chromium ## Run every test (unit, flows, behavioral, doctests, a real browser)
-	UNLEARN_REQUIRE_BROWSER=1 $(PY) -m pytest -q --durations=15 -m "not own_process"
-	$(PY) -m pytest -q -m own_process tests/behavioral
+	UNLEARN_REQUIRE_BROWSER=1 $(PY) -m pytest -q --durations=15
 
 # Two xdist workers, one file each at a time (each starts its own Prefect harness and golden
 # root): 3 min 17 s -> 2 min 14 s on 2 cores. `make test` stays serial: its worker, server and

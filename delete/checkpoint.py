@@ -21,9 +21,15 @@ from delete.models import ModelSpec, build_model
 
 __all__ = ["save_model", "load_model", "file_sha256", "state_dict_sha256"]
 
+#: The one metadata key of the files :func:`save_model` writes: JSON of ``{"spec": the
+#: architecture, "module_versions": the modules' state-dict format versions}``. The versions
+#: (``state_dict()._metadata``) are not tensors, so safetensors cannot hold them beside the
+#: tensors, and torchvision's MNASNet refuses a state without them. One key, because
+#: safetensors writes its metadata in the order of a Rust hash map, which changes from process
+#: to process: with two keys the same model gave two files (two SHA-256) one time in two.
+_MODEL_KEY = "delete.model"
+#: The keys of files written before :data:`_MODEL_KEY` (read, never written).
 _SPEC_KEY = "delete.model_spec"
-#: The modules' state-dict format versions (``state_dict()._metadata``), which safetensors
-#: cannot hold beside the tensors: torchvision's MNASNet refuses a state without them.
 _VERSIONS_KEY = "delete.module_versions"
 
 
@@ -35,29 +41,41 @@ def save_model(model: nn.Module, spec: ModelSpec, path: str | os.PathLike[str]) 
     target.parent.mkdir(parents=True, exist_ok=True)
     state = model.state_dict()
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-    metadata = {_SPEC_KEY: json.dumps(spec.to_dict(), sort_keys=True)}
+    record: dict[str, object] = {"spec": spec.to_dict()}
     versions = getattr(state, "_metadata", None)
     if versions is not None:
-        metadata[_VERSIONS_KEY] = json.dumps(versions, sort_keys=True, default=str)
+        record["module_versions"] = versions
+    metadata = {_MODEL_KEY: json.dumps(record, sort_keys=True, default=str)}
     tmp = target.with_name(target.name + ".tmp")
     save_file(tensors, str(tmp), metadata=metadata)
     os.replace(tmp, target)
     return target
 
 
-def _read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def _model_record(metadata: dict[str, str]) -> dict[str, object]:
+    """``{"spec"?, "module_versions"?}`` from a file's metadata, either layout (JSON text)."""
+    if _MODEL_KEY in metadata:
+        record = json.loads(metadata[_MODEL_KEY])
+        if not isinstance(record, dict):
+            raise ValueError(f"{_MODEL_KEY} is not a JSON object")
+        return record
+    legacy = {"spec": _SPEC_KEY, "module_versions": _VERSIONS_KEY}
+    return {name: json.loads(metadata[key]) for name, key in legacy.items() if key in metadata}
+
+
+def _read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, object]]:
+    """The state dict (with its modules' versions) and the model record of ``path``."""
     if path.suffix == ".safetensors":
         from safetensors import safe_open
 
         try:
             with safe_open(str(path), framework="pt") as handle:
-                metadata = dict(handle.metadata() or {})
+                record = _model_record(dict(handle.metadata() or {}))
                 state = OrderedDict((k, handle.get_tensor(k)) for k in handle.keys())  # noqa: SIM118
-                if _VERSIONS_KEY in metadata:
-                    state._metadata = OrderedDict(  # type: ignore[attr-defined]
-                        json.loads(metadata[_VERSIONS_KEY])
-                    )
-                return state, metadata
+                versions = record.get("module_versions")
+                if isinstance(versions, dict):
+                    state._metadata = OrderedDict(versions)  # type: ignore[attr-defined]
+                return state, record
         except Exception as exc:  # noqa: BLE001 - every parse failure means a corrupt file
             raise CheckpointError(
                 f"model file {path} is corrupt or truncated: {one_line(exc)}"
@@ -90,13 +108,13 @@ def load_model(
     source = Path(path)
     if not source.is_file():
         raise CheckpointError(f"model file {source} does not exist")
-    state, metadata = _read_state_dict(source)
+    state, record = _read_state_dict(source)
     if spec is None:
-        if _SPEC_KEY not in metadata:
+        if "spec" not in record:
             raise CheckpointError(f"model file {source} carries no architecture spec; pass spec=")
         try:
-            spec = ModelSpec.from_dict(json.loads(metadata[_SPEC_KEY]))
-        except (ValueError, TypeError) as exc:
+            spec = ModelSpec.from_dict(record["spec"])  # type: ignore[arg-type]
+        except (ValueError, TypeError, AttributeError) as exc:
             raise CheckpointError(
                 f"model file {source} has an invalid architecture spec: {exc}"
             ) from exc

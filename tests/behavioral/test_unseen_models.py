@@ -252,7 +252,6 @@ def test_a_temperature_scaled_model_keeps_its_accuracy(
     assert "logit_scale" in result.runtime
 
 
-@pytest.mark.own_process  # Makefile, test
 def test_with_a_sample_a_groupnorm_model_whose_features_drift_keeps_its_accuracy(
     datasets: dict[str, DatasetBundle],
 ) -> None:
@@ -282,7 +281,6 @@ def test_with_a_sample_a_groupnorm_model_whose_features_drift_keeps_its_accuracy
     assert retain_before - _acc(control.model, splits.test_retain) > 3.0
 
 
-@pytest.mark.own_process  # Makefile, test
 def test_forget_only_a_batchnorm_model_whose_features_drift_keeps_its_accuracy(
     datasets: dict[str, DatasetBundle],
 ) -> None:

@@ -180,3 +180,75 @@ def test_a_state_without_format_versions_is_a_checkpoint_error(tmp_path: Path) -
     with pytest.raises(CheckpointError, match="does not fit architecture") as info:
         load_model(tmp_path / "bare.pt", spec)
     assert "\n" not in str(info.value)
+
+
+def _header(path: Path) -> dict[str, object]:
+    """The JSON header of a safetensors file (8 bytes of length, then the header)."""
+    import json
+
+    data = path.read_bytes()
+    header: dict[str, object] = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])
+    return header
+
+
+def test_a_model_file_carries_one_metadata_key(tmp_path: Path) -> None:
+    # safetensors writes its metadata in the order of a Rust hash map, seeded per process: a
+    # second key made the same model two different files (two SHA-256) one process in two.
+    spec = ModelSpec("torchvision:mnasnet0_5", num_classes=4, in_channels=1, image_size=32)
+    path = save_model(build_model(spec), spec, tmp_path / "m.safetensors")
+    metadata = _header(path)["__metadata__"]
+    assert isinstance(metadata, dict) and len(metadata) == 1, sorted(metadata)
+
+
+def test_a_file_in_the_two_key_layout_still_loads(tmp_path: Path) -> None:
+    """Files written before the one-key layout: spec and module versions under two keys."""
+    import json
+
+    from safetensors.torch import save_file
+
+    spec = ModelSpec("torchvision:mnasnet0_5", num_classes=4, in_channels=1, image_size=32)
+    torch.manual_seed(0)
+    model = build_model(spec).eval()
+    state = model.state_dict()
+    metadata = {
+        "delete.model_spec": json.dumps(spec.to_dict()),
+        "delete.module_versions": json.dumps(state._metadata),  # type: ignore[attr-defined]
+    }
+    old = tmp_path / "old.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, str(old), metadata=metadata)
+    loaded, loaded_spec = load_model(old)  # MNASNet needs the versions from the second key
+    assert loaded_spec == spec and state_dict_sha256(loaded) == state_dict_sha256(model)
+
+
+#: A fresh interpreter: save a seeded MNASNet to ``argv[1]`` and print the file's SHA-256.
+_SAVE_ELSEWHERE = """
+import sys, torch
+from delete.checkpoint import file_sha256, save_model
+from delete.models import ModelSpec, build_model
+spec = ModelSpec("torchvision:mnasnet0_5", num_classes=4, in_channels=1, image_size=32)
+torch.manual_seed(0)
+print(file_sha256(save_model(build_model(spec), spec, sys.argv[1])))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_the_same_model_is_the_same_file_in_every_process(tmp_path: Path) -> None:
+    """What the registry's weights_sha256 relies on. With the metadata order left to each
+    process, six interpreters agreed one time in 32."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    digests = {
+        subprocess.run(
+            [sys.executable, "-c", _SAVE_ELSEWHERE, str(tmp_path / f"{i}.safetensors")],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=300,
+        ).stdout.strip()
+        for i in range(6)
+    }
+    assert len(digests) == 1, digests
