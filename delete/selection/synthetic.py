@@ -72,6 +72,11 @@ def _targets(kept: list[int], count: int, generator: torch.Generator) -> Tensor:
     return classes.repeat(count // len(classes) + 1)[:count]
 
 
+def _assigned(original: nn.Module, images: Tensor, device: torch.device) -> Tensor:
+    with torch.no_grad():
+        return original(images.float().to(device)).argmax(1).cpu()
+
+
 def synthesize(
     original: nn.Module,
     like: Tensor,
@@ -84,6 +89,7 @@ def synthesize(
     min_confidence: float = 0.9,
     seed: int = 0,
     label_smoothing: float = 0.0,
+    start: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Up to ``count`` inputs that ``original`` assigns to the ``kept`` classes, optimised
     from noise inside the value range of ``like`` (the forget images, per channel), and the
@@ -110,7 +116,10 @@ def synthesize(
         seed: Seeds the starting noise.
         label_smoothing: Of the cross-entropy towards each image's class; 0 (the guard's)
             drives the images to saturation. ``docs/bench/soft_inverted_images.py`` tries
-            softer targets, not the guard.
+            softer targets; :func:`~delete.selection.auto._soft_check` carries the guard's
+            images on towards 0.111.
+        start: Images to carry on from (another inversion's), each towards the class the
+            original assigns it, instead of noise; ``count`` is then their number.
 
     Returns:
         The images (on the CPU, ``like``'s dtype) and their labels.
@@ -132,7 +141,13 @@ def synthesize(
     # Start near the forget images' mean (inside the range), with noise that breaks symmetry.
     mean = ((real.mean(dim=0, keepdim=True) - low) / span).clamp(0.05, 0.95)
     noise = torch.randn((count, *real.shape[1:]), generator=generator)
-    z = (torch.logit(mean) + 0.5 * noise).to(device).requires_grad_(True)
+    if start is not None:  # images of another inversion, carried on (their own classes)
+        target = _assigned(original, start, device)
+        count = len(target)
+        z = torch.logit(((start.float() - low) / span).clamp(1e-4, 1 - 1e-4))
+        z = z.to(device).requires_grad_(True)
+    else:
+        z = (torch.logit(mean) + 0.5 * noise).to(device).requires_grad_(True)
     low, span, y = low.to(device), span.to(device), target.to(device)
     penalties: list[Tensor] = []
     hooks = _bn_prior(original, penalties)

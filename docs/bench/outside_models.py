@@ -251,6 +251,7 @@ def request(model: nn.Module, splits: Any, digit: int, **kwargs: Any) -> dict[st
         "chosen": sel.chosen.label,
         "logit_scale": result.runtime.get("logit_scale", ""),
         "synthetic_check": result.runtime.get("synthetic_check", ""),
+        "soft_check": result.runtime.get("soft_check", ""),
         "seconds": round(time.perf_counter() - started, 1),
         "stop": sel.stop_reason,
     }

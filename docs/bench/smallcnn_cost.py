@@ -2,8 +2,8 @@
 
 Runs ``delete.unlearn``'s defaults (forget data only) on the project's SmallCNN for MNIST-5k
 digits 3, 5 and 8, with and without the rotated-image BatchNorm check, without the synthetic
-guard (``synthetic_rerun_drop=None``), with the epoch kept
-ranked by DELETE's loss alone (``keep_by_rotated=False``), with the opt-in
+guard (``synthetic_rerun_drop=None``), without the soft check (``soft_check_drop=None``),
+with the epoch kept ranked by DELETE's loss alone (``keep_by_rotated=False``), with the opt-in
 absolute floor of the stopping rule (``min_delta_abs``), and with the defaults' two speed-ups
 switched off (the teacher's logits computed every step, and the contiguous layout instead of
 channels-last), and times a Retrain of the same model with the project's recipe before and
@@ -45,6 +45,8 @@ def main() -> None:
         "no_rotated_check": (SelectionConfig(bn_fallback_rotated=False), {}, True),
         # without reading images inverted from the original at the end (forget-only guard)
         "no_synthetic_guard": (SelectionConfig(synthetic_rerun_drop=None), {}, True),
+        # without carrying the guard's images on towards a soft target (forget-only check)
+        "no_soft_check": (SelectionConfig(soft_check_drop=None), {}, True),
         # the epoch kept ranked by DELETE's loss alone (no rotated reading every epoch)
         "keep_by_loss_alone": (SelectionConfig(keep_by_rotated=False), {}, True),
         # opt-in, not the default

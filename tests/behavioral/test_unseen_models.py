@@ -252,17 +252,22 @@ def test_a_temperature_scaled_model_keeps_its_accuracy(
     assert "logit_scale" in result.runtime
 
 
+@pytest.fixture(scope="module")
+def groupnorm_sgd(datasets: dict[str, DatasetBundle]) -> nn.Module:
+    """A SiLU CNN with GroupNorm trained with Nesterov SGD (94.7 %), for the two tests below."""
+    torch.manual_seed(0)
+    return _train(silu_cnn(), datasets["mnist5k"], epochs=20, recipe="sgd")
+
+
 def test_with_a_sample_a_groupnorm_model_whose_features_drift_keeps_its_accuracy(
-    datasets: dict[str, DatasetBundle],
+    datasets: dict[str, DatasetBundle], groupnorm_sgd: nn.Module
 ) -> None:
     """A GroupNorm CNN trained with Nesterov SGD (94.7 %). Measured, digit 3: the whole
     network distilled loses 6.67 points with the sample (13.56 forget-only), the features
     moving so that other digits read as a 6; the sample still reads it more than 3 points
     short, so its last layer is trained alone (``head_only_drop``) and it loses -0.89. The
     control, without that fallback, must lose more than 3, or this model tests nothing."""
-    bundle = datasets["mnist5k"]
-    torch.manual_seed(0)
-    model = _train(silu_cnn(), bundle, epochs=20, recipe="sgd")
+    bundle, model = datasets["mnist5k"], groupnorm_sgd
     splits = make_unlearning_splits(bundle.train, bundle.test, [3])
     retain_before = _acc(model, splits.test_retain)
     assert _acc(model, splits.test_forget) > 90 and retain_before > 90
@@ -279,6 +284,48 @@ def test_with_a_sample_a_groupnorm_model_whose_features_drift_keeps_its_accuracy
         model, splits, 3, with_sample=True, selection=SelectionConfig(head_only_drop=None)
     )
     assert retain_before - _acc(control.model, splits.test_retain) > 3.0
+
+
+def test_forget_only_a_groupnorm_model_whose_features_drift_keeps_its_accuracy(
+    datasets: dict[str, DatasetBundle],
+) -> None:
+    """The same recipe from another initialisation (seed 1), digit 3, forget data only.
+    Measured: the whole network distilled loses 14.0 points while the guard's images, pushed
+    to saturation, read it 0.0 short; carried on towards a soft target they read it 45.8 short
+    (``soft_check_drop``, 20), so the last layer is trained alone, judged by them. The control,
+    without that check, must lose more than 3, the issue's forget-only bound."""
+    bundle = datasets["mnist5k"]
+    torch.manual_seed(1)
+    model = _train(silu_cnn(), bundle, epochs=20, recipe="sgd")
+    splits = make_unlearning_splits(bundle.train, bundle.test, [3])
+    retain_before = _acc(model, splits.test_retain)
+    assert _acc(model, splits.test_forget) > 90 and retain_before > 90
+
+    result = _defaults(model, splits, 3, with_sample=False)
+    assert result.selection is not None and result.selection.chosen.head == "12"
+    assert "soft target" in result.selection.stop_reason, result.selection.stop_reason
+    assert _acc(result.model, splits.test_forget) < 5.0
+    assert retain_before - _acc(result.model, splits.test_retain) <= 2.0, result.selection
+
+    control = _defaults(
+        model, splits, 3, with_sample=False, selection=SelectionConfig(soft_check_drop=None)
+    )
+    assert "read the state kept 0.0 points" in control.runtime["synthetic_check"]
+    assert retain_before - _acc(control.model, splits.test_retain) > 3.0
+
+
+@pytest.mark.xfail(strict=True, reason="known miss: the soft images read this collapse 2.1 short")
+def test_forget_only_the_seed_0_groupnorm_model_keeps_its_accuracy(
+    datasets: dict[str, DatasetBundle], groupnorm_sgd: nn.Module
+) -> None:
+    """The seed-0 model of the same recipe, digit 3, forget data only, loses 13.56 points: the
+    guard's images read it 0.0 short and the soft images 2.1 (``docs/bench/soft_check_cpu.md``),
+    so nothing fires. Strict: once something catches it, this test fails until it is moved."""
+    bundle = datasets["mnist5k"]
+    splits = make_unlearning_splits(bundle.train, bundle.test, [3])
+    result = _defaults(groupnorm_sgd, splits, 3, with_sample=False)
+    lost = _acc(groupnorm_sgd, splits.test_retain) - _acc(result.model, splits.test_retain)
+    assert lost <= 3.0, result.runtime
 
 
 def test_forget_only_a_batchnorm_model_whose_features_drift_keeps_its_accuracy(

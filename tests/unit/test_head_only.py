@@ -14,7 +14,7 @@ from delete.methods import create_method
 from delete.methods.base import UnlearnContext, UnlearningMethod
 from delete.models.outputs import LogitsOnly
 from delete.selection import Candidate, ProbeSet, SelectionConfig, select_and_train
-from delete.selection.auto import HEAD_ONLY
+from delete.selection.auto import HEAD_ONLY, SOFT_NOTE
 from delete.selection.head import last_layer
 from tests.unit._tiny import tiny_data, tiny_problem
 
@@ -111,6 +111,64 @@ def test_forget_only_the_guards_images_judge_the_last_layer_alone() -> None:
     off = dataclasses.replace(guarded, head_only_drop=None)
     _, report = select_and_train(_factory(drifts=True), ctx, alone, off)
     assert report.chosen.head is None and "trained alone" not in report.stop_reason
+
+
+class _ShiftsAChannel(UnlearningMethod):
+    """DELETE whose every whole-network step also sets one BatchNorm shift 0.5 above the
+    original's: a bounded shift of the logits, which the guard's saturated images survive and
+    retained images do not; a run of the head alone leaves it as the original's."""
+
+    name = "shifts-a-channel-test"
+
+    def training_step(self, batch, ctx):  # type: ignore[no-untyped-def]
+        return create_method("delete").training_step(batch, ctx)
+
+    def after_backward(self, ctx: UnlearnContext) -> None:
+        bias = ctx.student.bn.bias  # type: ignore[union-attr]
+        if bias.requires_grad:
+            with torch.no_grad():
+                bias.copy_(ctx.original.bn.bias)  # type: ignore[union-attr]
+                bias[0] += 0.5
+
+
+def _shifts(c: Candidate, n: int) -> UnlearningMethod:
+    return _ShiftsAChannel(
+        create_method("delete", lr=c.lr, freeze_bn=True, epochs=n, grad_clip=1.0).config
+    )
+
+
+def _retained(model: nn.Module) -> float:
+    """Accuracy (%) on the tiny problem's retained images (class 1 is forgotten)."""
+    images, labels = tiny_data(n=64)
+    keep = labels != 1
+    with torch.no_grad():
+        return float((model(images[keep]).argmax(1) == labels[keep]).float().mean()) * 100
+
+
+def test_forget_only_images_carried_to_a_soft_target_see_what_the_guards_miss() -> None:
+    # The tiny network's images are not pushed far past 0.9, so its soft images read the
+    # shift 8.3 points short, not the 20-46 of the SiLU CNNs: the bound here is 5.
+    checked = dataclasses.replace(_CONFIG, synthetic_rerun_drop=3.0, soft_check_drop=5.0)
+    ctx, _, alone = _problem()
+    _, control = select_and_train(
+        _shifts, ctx, alone, dataclasses.replace(checked, soft_check_drop=None)
+    )
+    assert "read the state kept 0.0 points" in ctx.notes["synthetic_check"]  # the guard misses
+    assert _retained(ctx.original) - _retained(ctx.student) > 10.0  # ...a real loss
+    assert control.chosen.head is None and SOFT_NOTE not in ctx.notes
+
+    ctx, _, alone = _problem()
+    _, report = select_and_train(_shifts, ctx, alone, checked)
+    assert report.mode == "forget-only" and report.chosen.head == "head", report.stop_reason
+    assert "limit 5" in ctx.notes[SOFT_NOTE] and "soft target" in report.stop_reason
+    assert _retained(ctx.student) == _retained(ctx.original)
+    assert report.final.forget_acc <= 1.0
+
+    ctx, _, alone = _problem()  # above what the soft images read: no fallback
+    _, report = select_and_train(
+        _shifts, ctx, alone, dataclasses.replace(checked, soft_check_drop=50.0)
+    )
+    assert report.chosen.head is None and "limit 50" in ctx.notes[SOFT_NOTE]
 
 
 def test_no_fallback_within_the_bound_when_off_or_without_a_sample() -> None:

@@ -270,7 +270,8 @@ def test_selection_stops_early_on_an_easy_case_and_says_why() -> None:
     model, forget_loader, _ = _trained_tiny()
     ctx = _tiny_ctx(model, forget_loader)
     probe = ProbeSet.gather(ctx.original, forget_loader, ctx.device)  # type: ignore[arg-type]
-    config = SelectionConfig(max_epochs=40, patience=2)
+    # The soft check reads the tiny network's states far short: tested in test_head_only.py.
+    config = SelectionConfig(max_epochs=40, patience=2, soft_check_drop=None)
     _, report = select_and_train(
         lambda c, n: create_method(
             "delete", lr=c.lr, freeze_bn=c.freeze_bn, epochs=n, grad_clip=1.0
@@ -441,7 +442,7 @@ def test_a_killed_selection_resumes_after_its_probes_with_the_same_result(
 ) -> None:  # type: ignore[no-untyped-def]
     model, forget_loader, _ = _trained_tiny()
     kwargs = dict(device="cpu", progress=False, cache_teacher=True)
-    config = SelectionConfig(max_epochs=12, patience=2, short_pass_steps=0)
+    config = SelectionConfig(max_epochs=12, patience=2, short_pass_steps=0, soft_check_drop=None)
     whole = run_unlearning(model, forget_loader, [1], selection=config, **kwargs)  # type: ignore[arg-type]
     assert whole.selection is not None and whole.selection.epochs > config.probe_epochs + 1
 
@@ -694,7 +695,8 @@ def test_a_short_request_with_a_sample_runs_the_forget_only_rule_and_a_long_one_
     assert rules(1) == {"forget-only", ""}  # the tiny forget set is one step a pass
     assert rules(0) == {""}  # nothing is short
     assert rules(1, short_forget_only=False) == {""}
-    assert {t.rule for t in _select_tiny(SelectionConfig(), with_sample=False).trials} == {""}
+    forget_only = SelectionConfig(soft_check_drop=None)  # tested in test_head_only.py
+    assert {t.rule for t in _select_tiny(forget_only, with_sample=False).trials} == {""}
 
 
 @pytest.mark.parametrize(

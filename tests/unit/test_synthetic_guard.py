@@ -97,6 +97,7 @@ def _guarded(
         max_epochs=20,
         synthetic_rerun_drop=drop,
         synthetic_images=images,
+        soft_check_drop=None,  # what the guard's images lead to next: test_head_only.py
     )
     first = _run(factory, ctx, probe, config, False, None)
     history = list(first.chosen.signals)

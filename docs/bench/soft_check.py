@@ -1,0 +1,81 @@
+"""What the forget-only soft check (``SelectionConfig.soft_check_drop``) reads, at 10, 20 and 40
+steps, on the zoo, the SmallCNN and the outside models (``soft_check_cpu.md``; not part of the
+library).
+
+Each request runs ``delete.unlearn``'s defaults with forget data only, the check reading the
+state kept but never acting on it (its bound set out of reach), once per step count, from the
+same guard images. One JSON line per request: points of retained test accuracy lost with the
+check inert, what the guard read, and per step count ``[images kept, points short]``.
+A request where the guard itself fired has no reading (the check only runs where it did not).
+
+    PYTHONPATH=.:docs/bench .venv/bin/python docs/bench/soft_check.py \\
+        groupnorm_cnn_sgd20:3/5/8 small:3/5/8 resnet18:3/5/8
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from typing import Any
+
+import torch
+from outside_models import request, trained
+
+import delete.selection.auto as auto
+from delete.bench.zoo import ZOO
+from delete.bench.zoo_bench import SMALL_CNN, _original
+from delete.data import load_mnist5k, make_unlearning_splits
+
+STEPS = (10, 20, 40)
+_library_check = auto._soft_check
+_read: dict[int, str] = {}
+
+
+def _read_at_every_count(*args: Any, images: Any) -> Any:
+    first, _, ctx, _, config, _ = args
+    for steps in STEPS:
+        inert = dataclasses.replace(config, soft_check_steps=steps, soft_check_drop=1e9)
+        _library_check(*args[:4], inert, args[5], images=images)
+        _read[steps] = ctx.notes.get(auto.SOFT_NOTE, "")
+    return first
+
+
+def _figures(note: str) -> list[float] | str:
+    """``[images, points short]`` from the check's note, or the note when it did not read."""
+    if "points below" not in note:
+        return note
+    return [int(note.split()[0]), float(note.split("kept ")[1].split()[0])]
+
+
+def main(specs: list[str]) -> None:
+    torch.set_num_threads(1)
+    auto._soft_check = _read_at_every_count  # type: ignore[assignment]
+    bundle = load_mnist5k(augment=False)
+    for spec in specs:
+        name, digits = spec.split(":")
+        if name == "small" or name in ZOO:
+            model = _original(SMALL_CNN if name == "small" else name, bundle)
+        else:
+            model = trained(name, bundle)
+        model.eval()
+        for digit in (int(d) for d in digits.split("/")):
+            _read.clear()
+            row = request(model, make_unlearning_splits(bundle.train, bundle.test, [digit]), digit)
+            figures = {f"steps{k}": _figures(v) for k, v in _read.items()}
+            print(
+                json.dumps(
+                    {
+                        "model": name,
+                        "digit": digit,
+                        "points_lost": row["retain_drop"],
+                        "guard": row["synthetic_check"],
+                        **figures,
+                    }
+                ),
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
