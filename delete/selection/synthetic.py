@@ -73,6 +73,7 @@ def _targets(kept: list[int], count: int, generator: torch.Generator) -> Tensor:
 
 
 def _assigned(original: nn.Module, images: Tensor, device: torch.device) -> Tensor:
+    """The class ``original`` assigns each of ``images`` (on the CPU)."""
     with torch.no_grad():
         return original(images.float().to(device)).argmax(1).cpu()
 
