@@ -1655,7 +1655,7 @@ def _rerun_by_synthetic(
         first, ctx, probe, images, labels, key=SYNTHETIC_NOTE, what="inverted images", limit=limit
     )
     if found is None:
-        return _soft_check(first, factory, ctx, probe, config, progress, images=images)
+        return _soft_check(first, factory, ctx, probe, config, progress, start=(images, labels))
     read, synthetic = found
     again = _run_again(
         read,
@@ -1690,12 +1690,13 @@ def _soft_check(
     config: SelectionConfig,
     progress: bool,
     *,
-    images: Tensor,
+    start: tuple[Tensor, Tensor],
 ) -> _Outcome:
-    """With forget data only, once the guard's ``images`` read ``first``'s kept state within
-    their bound: ``first``, or its model's last layer alone trained (:func:`_head_only`) when
-    the same images carried on towards a soft target read the state more than
-    ``soft_check_drop`` points below the original. Nothing trains on them."""
+    """With forget data only, once the guard's images (``start``, with their classes) read
+    ``first``'s kept state within their bound: ``first``, or its model's last layer alone
+    trained (:func:`_head_only`) when the same images carried on towards a soft target read
+    the state more than ``soft_check_drop`` points below the original. Nothing trains on
+    them."""
     bound = config.soft_check_drop
     if bound is None or config.soft_check_steps < 1:
         return first
@@ -1709,13 +1710,14 @@ def _soft_check(
             steps=config.soft_check_steps,
             label_smoothing=SOFT_SMOOTHING,
             min_confidence=SOFT_CONFIDENCE,
-            start=images,
+            start=start,
         )
     except (RuntimeError, TypeError, ValueError) as exc:  # as the guard's own inversion
         ctx.note(SOFT_NOTE, f"not read: {one_line(exc)}")
         return first
-    if len(soft_y) < max(len(images) // 2, 1):
-        ctx.note(SOFT_NOTE, f"{len(soft_y)} of {len(images)} soft images confident; not read")
+    asked = len(start[1])
+    if len(soft_y) < max(asked // 2, 1):
+        ctx.note(SOFT_NOTE, f"{len(soft_y)} of {asked} soft images confident; not read")
         return first
     what = "images carried on towards a soft target"
     found = _short_on(first, ctx, probe, soft_x, soft_y, key=SOFT_NOTE, what=what, limit=bound)

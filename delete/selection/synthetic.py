@@ -72,12 +72,6 @@ def _targets(kept: list[int], count: int, generator: torch.Generator) -> Tensor:
     return classes.repeat(count // len(classes) + 1)[:count]
 
 
-def _assigned(original: nn.Module, images: Tensor, device: torch.device) -> Tensor:
-    """The class ``original`` assigns each of ``images`` (on the CPU)."""
-    with torch.no_grad():
-        return original(images.float().to(device)).argmax(1).cpu()
-
-
 def synthesize(
     original: nn.Module,
     like: Tensor,
@@ -90,7 +84,7 @@ def synthesize(
     min_confidence: float = 0.9,
     seed: int = 0,
     label_smoothing: float = 0.0,
-    start: Tensor | None = None,
+    start: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Up to ``count`` inputs that ``original`` assigns to the ``kept`` classes, optimised
     from noise inside the value range of ``like`` (the forget images, per channel), and the
@@ -119,8 +113,9 @@ def synthesize(
             drives the images to saturation. ``docs/bench/soft_inverted_images.py`` tries
             softer targets; :func:`~delete.selection.auto._soft_check` carries the guard's
             images on towards 0.111.
-        start: Images to carry on from (another inversion's), each towards the class the
-            original assigns it, instead of noise; ``count`` is then their number.
+        start: Images of another inversion and the classes it returned for them, carried on
+            towards those classes instead of starting from noise (``count`` and ``seed`` are
+            then unused).
 
     Returns:
         The images (on the CPU, ``like``'s dtype) and their labels.
@@ -134,21 +129,20 @@ def synthesize(
         (torch.Size([1, 2, 2]), True, True)
     """
     generator = torch.Generator().manual_seed(seed)
-    target = _targets(kept, count, generator)
     real = like.float()
     dims = [d for d in range(real.dim()) if d != 1] if real.dim() > 1 else [0]
     low, high = real.amin(dim=dims, keepdim=True), real.amax(dim=dims, keepdim=True)
     span = (high - low).clamp(min=1e-6)
-    # Start near the forget images' mean (inside the range), with noise that breaks symmetry.
-    mean = ((real.mean(dim=0, keepdim=True) - low) / span).clamp(0.05, 0.95)
-    noise = torch.randn((count, *real.shape[1:]), generator=generator)
-    if start is not None:  # images of another inversion, carried on (their own classes)
-        target = _assigned(original, start, device)
-        count = len(target)
-        z = torch.logit(((start.float() - low) / span).clamp(1e-4, 1 - 1e-4))
-        z = z.to(device).requires_grad_(True)
+    if start is not None:  # another inversion's images, carried on towards their own classes
+        images, target = start
+        z = torch.logit(((images.float() - low) / span).clamp(1e-4, 1 - 1e-4))
     else:
-        z = (torch.logit(mean) + 0.5 * noise).to(device).requires_grad_(True)
+        target = _targets(kept, count, generator)
+        # Near the forget images' mean (inside the range), with noise that breaks symmetry.
+        mean = ((real.mean(dim=0, keepdim=True) - low) / span).clamp(0.05, 0.95)
+        noise = torch.randn((count, *real.shape[1:]), generator=generator)
+        z = torch.logit(mean) + 0.5 * noise
+    z = z.to(device).requires_grad_(True)
     low, span, y = low.to(device), span.to(device), target.to(device)
     penalties: list[Tensor] = []
     hooks = _bn_prior(original, penalties)

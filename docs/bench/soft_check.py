@@ -32,11 +32,11 @@ _library_check = auto._soft_check
 _read: dict[int, str] = {}
 
 
-def _read_at_every_count(*args: Any, images: Any) -> Any:
+def _read_at_every_count(*args: Any, start: Any) -> Any:
     first, _, ctx, _, config, _ = args
     for steps in STEPS:
         inert = dataclasses.replace(config, soft_check_steps=steps, soft_check_drop=1e9)
-        _library_check(*args[:4], inert, args[5], images=images)
+        _library_check(*args[:4], inert, args[5], start=start)
         _read[steps] = ctx.notes.get(auto.SOFT_NOTE, "")
     return first
 
