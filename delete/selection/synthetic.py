@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["synthesize"]
+__all__ = ["other_classes", "synthesize"]
 
 
 def _bn_prior(model: nn.Module, penalties: list[Tensor]) -> list[torch.utils.hooks.RemovableHandle]:
@@ -72,6 +72,34 @@ def _targets(kept: list[int], count: int, generator: torch.Generator) -> Tensor:
     return classes.repeat(count // len(classes) + 1)[:count]
 
 
+def other_classes(
+    original: nn.Module, images: Tensor, kept: list[int], device: torch.device, *, seed: int = 0
+) -> Tensor:
+    """For each image, a seeded kept class other than the one ``original`` ranks first among
+    ``kept`` (the class DELETE trains a forget image towards); that class itself when only one
+    is kept.
+
+    Example:
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(2, 4, bias=False))
+        >>> with torch.no_grad():
+        ...     _ = net[1].weight.copy_(torch.eye(4, 2))
+        >>> x = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+        >>> ranked_first = [0, 1]  # among kept [0, 1, 2] the net ranks 0 first, then 1
+        >>> [c not in (r, 3) for c, r in zip(other_classes(net, x, [0, 1, 2],
+        ...     torch.device("cpu")).tolist(), ranked_first)]
+        [True, True]
+    """
+    with torch.no_grad():
+        logits = original(images.to(device)).float().cpu()
+    classes = torch.tensor(kept)
+    first = logits[:, classes].argmax(1)  # an index into ``kept``
+    if len(kept) < 2:
+        return classes[first]
+    generator = torch.Generator().manual_seed(seed)
+    shift = torch.randint(1, len(kept), (len(images),), generator=generator)
+    return classes[(first + shift) % len(kept)]
+
+
 def synthesize(
     original: nn.Module,
     like: Tensor,
@@ -111,8 +139,8 @@ def synthesize(
         seed: Seeds the starting noise.
         label_smoothing: Of the cross-entropy towards each image's class; 0 (the guard's)
             drives the images to saturation. ``docs/bench/soft_inverted_images.py`` tries
-            softer targets; :func:`~delete.selection.auto._soft_check` carries the guard's
-            images on towards 0.111.
+            softer targets; :func:`~delete.selection.auto._soft_check` carries forget
+            images into :func:`other_classes` towards 0.111.
         start: Images of another inversion and the classes it returned for them, carried on
             towards those classes instead of starting from noise (``count`` and ``seed`` are
             then unused).

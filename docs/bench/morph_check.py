@@ -1,0 +1,118 @@
+"""What forget images carried by the original into kept classes read (``morph_check_cpu.md``;
+not part of the library). The library's soft check (``SelectionConfig.soft_check_drop``) is
+now the ``other80soft`` variant. The rows in ``morph_check_cpu.jsonl`` were read at commit
+d2fc938, where the check was the guard's images carried on 40 steps: its column there is
+``soft40``; run today, the ``library`` column repeats ``other80soft``.
+
+The guard's images start from noise; on a network without BatchNorm nothing pulls them towards
+real digits, and they can stay confident while the features real digits use drift. These start
+from the forget images themselves and are carried (Adam on the pixels, as
+``delete/selection/synthetic.py``) until the original puts them in a kept class: the class it
+ranks first once the forgotten ones are masked (``top``, what DELETE trains the forget images
+towards) or a seeded other kept class (``other``). Each request runs ``delete.unlearn``'s
+defaults forget-only with the soft check inert; the row gives points of retained test accuracy
+lost and, per variant, ``[images kept, points short]`` the kept state reads. (The rows in
+``morph_check_cpu.jsonl`` were gathered in several runs, each with some of the variants.)
+
+    PYTHONPATH=.:docs/bench .venv/bin/python docs/bench/morph_check.py groupnorm_cnn_sgd20:3/5/8
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from typing import Any
+
+import torch
+from outside_models import request, trained
+
+import delete.selection.auto as auto
+from delete.bench.zoo import ZOO
+from delete.bench.zoo_bench import SMALL_CNN, _original
+from delete.data import load_mnist5k, make_unlearning_splits
+from delete.selection.synthetic import synthesize
+
+_library_check: Any = auto._soft_check
+_read: dict[str, Any] = {}
+VARIANTS = {  # name: (target, steps, label smoothing, confidence)
+    "top20": ("top", 20, 0.0, 0.9),
+    "top40": ("top", 40, 0.0, 0.9),
+    "other20": ("other", 20, 0.0, 0.9),
+    "other40": ("other", 40, 0.0, 0.9),
+    "other40soft": ("other", 40, 0.111, 0.8),
+    "other60soft": ("other", 60, 0.111, 0.8),
+    "other80soft": ("other", 80, 0.111, 0.8),  # the library's (soft_check_steps 80)
+}
+
+
+def _read_morphs(*args: Any, **kwargs: Any) -> Any:
+    first, _, ctx, probe, config, _ = args
+    inert = dataclasses.replace(config, soft_check_drop=1e9)
+    _library_check(*args[:4], inert, args[5], **kwargs)
+    _read["library"] = _figures(ctx.notes.get(auto.SOFT_NOTE, ""))
+    x = probe.forget_inputs[:48]
+    kept = list(ctx.retain_classes)
+    with torch.no_grad():
+        logits = ctx.original(x.to(ctx.device)).float().cpu()
+    mask = torch.full_like(logits, float("-inf"))
+    mask[:, kept] = 0
+    top = (logits + mask).argmax(1)
+    g = torch.Generator().manual_seed(0)
+    shift = torch.randint(1, len(kept), (len(x),), generator=g)
+    index = torch.tensor([kept.index(int(t)) for t in top])
+    other = torch.tensor(kept)[(index + shift) % len(kept)]
+    for name, (target, steps, smoothing, confidence) in VARIANTS.items():
+        images, labels = synthesize(
+            ctx.original,
+            probe.forget_inputs,
+            kept,
+            ctx.device,
+            steps=steps,
+            label_smoothing=smoothing,
+            min_confidence=confidence,
+            start=(x, top if target == "top" else other),
+        )
+        if len(labels) < 8:
+            _read[name] = [len(labels), None]
+            continue
+        auto._short_on(first, ctx, probe, images, labels, key="morph", what="morphs", limit=1e9)
+        _read[name] = _figures(ctx.notes["morph"])
+    return first
+
+
+def _figures(note: str) -> list[float] | str:
+    if "points below" not in note:
+        return note
+    return [int(note.split()[0]), float(note.split("kept ")[1].split()[0])]
+
+
+def main(specs: list[str]) -> None:
+    torch.set_num_threads(1)
+    auto._soft_check = _read_morphs  # type: ignore[assignment]
+    bundle = load_mnist5k(augment=False)
+    for spec in specs:
+        name, digits = spec.split(":")
+        if name == "small" or name in ZOO:
+            model = _original(SMALL_CNN if name == "small" else name, bundle)
+        elif name.startswith("/"):
+            from delete.bench.zoo import silu_cnn
+
+            model = silu_cnn()
+            model.load_state_dict(torch.load(name))
+        else:
+            model = trained(name, bundle)
+        model.eval()
+        for digit in (int(d) for d in digits.split("/")):
+            _read.clear()
+            row = request(model, make_unlearning_splits(bundle.train, bundle.test, [digit]), digit)
+            print(
+                json.dumps(
+                    {"model": name, "digit": digit, "points_lost": row["retain_drop"], **_read}
+                ),
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
