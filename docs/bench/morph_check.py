@@ -12,7 +12,8 @@ ranks first once the forgotten ones are masked (``top``, what DELETE trains the 
 towards) or a seeded other kept class (``other``). Each request runs ``delete.unlearn``'s
 defaults forget-only with the soft check inert; the row gives points of retained test accuracy
 lost and, per variant, ``[images kept, points short]`` the kept state reads. (The rows in
-``morph_check_cpu.jsonl`` were gathered in several runs, each with some of the variants.)
+``morph_check_cpu.jsonl`` were gathered in several runs, each with some of the variants; the
+two at a larger step size, after the change, are in ``morph_check_lr_cpu.jsonl``.)
 
     PYTHONPATH=.:docs/bench .venv/bin/python docs/bench/morph_check.py groupnorm_cnn_sgd20:3/5/8
 """
@@ -35,14 +36,16 @@ from delete.selection.synthetic import synthesize
 
 _library_check: Any = auto._soft_check
 _read: dict[str, Any] = {}
-VARIANTS = {  # name: (target, steps, label smoothing, confidence)
-    "top20": ("top", 20, 0.0, 0.9),
-    "top40": ("top", 40, 0.0, 0.9),
-    "other20": ("other", 20, 0.0, 0.9),
-    "other40": ("other", 40, 0.0, 0.9),
-    "other40soft": ("other", 40, 0.111, 0.8),
-    "other60soft": ("other", 60, 0.111, 0.8),
-    "other80soft": ("other", 80, 0.111, 0.8),  # the library's (soft_check_steps 80)
+VARIANTS = {  # name: (target, steps, label smoothing, confidence, Adam's lr)
+    "top20": ("top", 20, 0.0, 0.9, 0.1),
+    "top40": ("top", 40, 0.0, 0.9, 0.1),
+    "other20": ("other", 20, 0.0, 0.9, 0.1),
+    "other40": ("other", 40, 0.0, 0.9, 0.1),
+    "other40soft": ("other", 40, 0.111, 0.8, 0.1),
+    "other60soft": ("other", 60, 0.111, 0.8, 0.1),
+    "other80soft": ("other", 80, 0.111, 0.8, 0.1),  # the library's (soft_check_steps 80)
+    "other40soft_lr2": ("other", 40, 0.111, 0.8, 0.2),
+    "other40soft_lr3": ("other", 40, 0.111, 0.8, 0.3),
 }
 
 
@@ -62,13 +65,14 @@ def _read_morphs(*args: Any, **kwargs: Any) -> Any:
     shift = torch.randint(1, len(kept), (len(x),), generator=g)
     index = torch.tensor([kept.index(int(t)) for t in top])
     other = torch.tensor(kept)[(index + shift) % len(kept)]
-    for name, (target, steps, smoothing, confidence) in VARIANTS.items():
+    for name, (target, steps, smoothing, confidence, lr) in VARIANTS.items():
         images, labels = synthesize(
             ctx.original,
             probe.forget_inputs,
             kept,
             ctx.device,
             steps=steps,
+            lr=lr,
             label_smoothing=smoothing,
             min_confidence=confidence,
             start=(x, top if target == "top" else other),
@@ -84,7 +88,7 @@ def _read_morphs(*args: Any, **kwargs: Any) -> Any:
 def _figures(note: str) -> list[float] | str:
     if "points below" not in note:
         return note
-    return [int(note.split()[0]), float(note.split("kept ")[1].split()[0])]
+    return [int(note.split()[0]), float(note.split("points below")[0].split()[-1])]
 
 
 def main(specs: list[str]) -> None:
