@@ -15,7 +15,8 @@ lost and, per variant, ``[images kept, points short]`` the kept state reads. (Th
 ``morph_check_cpu.jsonl`` were gathered in several runs, each with some of the variants; the
 two at a larger step size, after the change, are in ``morph_check_lr_cpu.jsonl``.)
 
-    PYTHONPATH=.:docs/bench .venv/bin/python docs/bench/morph_check.py groupnorm_cnn_sgd20:3/5/8
+    PYTHONPATH=.:docs/bench .venv/bin/python docs/bench/morph_check.py groupnorm_cnn_sgd20:3/5/8 \\
+        /tmp/gn0.pt:3/8  # a silu_cnn() state, as the behavioural test trains it
 """
 
 from __future__ import annotations
@@ -26,11 +27,10 @@ import sys
 from typing import Any
 
 import torch
-from outside_models import request, trained
+from outside_models import request
+from soft_check import _figures, original
 
 import delete.selection.auto as auto
-from delete.bench.zoo import ZOO
-from delete.bench.zoo_bench import SMALL_CNN, _original
 from delete.data import load_mnist5k, make_unlearning_splits
 from delete.selection.synthetic import synthesize
 
@@ -85,28 +85,13 @@ def _read_morphs(*args: Any, **kwargs: Any) -> Any:
     return first
 
 
-def _figures(note: str) -> list[float] | str:
-    if "points below" not in note:
-        return note
-    return [int(note.split()[0]), float(note.split("points below")[0].split()[-1])]
-
-
 def main(specs: list[str]) -> None:
     torch.set_num_threads(1)
     auto._soft_check = _read_morphs  # type: ignore[assignment]
     bundle = load_mnist5k(augment=False)
     for spec in specs:
         name, digits = spec.split(":")
-        if name == "small" or name in ZOO:
-            model = _original(SMALL_CNN if name == "small" else name, bundle)
-        elif name.startswith("/"):
-            from delete.bench.zoo import silu_cnn
-
-            model = silu_cnn()
-            model.load_state_dict(torch.load(name))
-        else:
-            model = trained(name, bundle)
-        model.eval()
+        model = original(name, bundle)
         for digit in (int(d) for d in digits.split("/")):
             _read.clear()
             row = request(model, make_unlearning_splits(bundle.train, bundle.test, [digit]), digit)

@@ -7,6 +7,8 @@ state kept but never acting on it (its bound set out of reach), once per step co
 same guard images. One JSON line per request: points of retained test accuracy lost with the
 check inert, what the guard read, and per step count ``[images kept, points short]``.
 A request where the guard itself fired has no reading (the check only runs where it did not).
+It reads the check's first form, the guard's images carried on: run it at commit 96b1e2c (the
+check now carries forget images, ``morph_check.py``).
 
     PYTHONPATH=.:docs/bench .venv/bin/python docs/bench/soft_check.py \\
         groupnorm_cnn_sgd20:3/5/8 small:3/5/8 resnet18:3/5/8
@@ -21,14 +23,15 @@ from typing import Any
 
 import torch
 from outside_models import request, trained
+from torch import nn
 
 import delete.selection.auto as auto
-from delete.bench.zoo import ZOO
+from delete.bench.zoo import ZOO, silu_cnn
 from delete.bench.zoo_bench import SMALL_CNN, _original
-from delete.data import load_mnist5k, make_unlearning_splits
+from delete.data import DatasetBundle, load_mnist5k, make_unlearning_splits
 
 STEPS = (10, 20, 40)
-_library_check = auto._soft_check
+_library_check: Any = auto._soft_check
 _read: dict[int, str] = {}
 
 
@@ -45,7 +48,21 @@ def _figures(note: str) -> list[float] | str:
     """``[images, points short]`` from the check's note, or the note when it did not read."""
     if "points below" not in note:
         return note
-    return [int(note.split()[0]), float(note.split("kept ")[1].split()[0])]
+    return [int(note.split()[0]), float(note.split("points below")[0].split()[-1])]
+
+
+def original(name: str, bundle: DatasetBundle) -> nn.Module:
+    """The model ``name`` names, in eval mode: ``small`` (the SmallCNN), a zoo member, the
+    path of a ``silu_cnn()`` state (the behavioural tests' GroupNorm models) or an outside
+    recipe of ``outside_models.py``."""
+    if name == "small" or name in ZOO:
+        model = _original(SMALL_CNN if name == "small" else name, bundle)
+    elif name.startswith("/"):
+        model = silu_cnn()
+        model.load_state_dict(torch.load(name))
+    else:
+        model = trained(name, bundle)
+    return model.eval()
 
 
 def main(specs: list[str]) -> None:
@@ -54,11 +71,7 @@ def main(specs: list[str]) -> None:
     bundle = load_mnist5k(augment=False)
     for spec in specs:
         name, digits = spec.split(":")
-        if name == "small" or name in ZOO:
-            model = _original(SMALL_CNN if name == "small" else name, bundle)
-        else:
-            model = trained(name, bundle)
-        model.eval()
+        model = original(name, bundle)
         for digit in (int(d) for d in digits.split("/")):
             _read.clear()
             row = request(model, make_unlearning_splits(bundle.train, bundle.test, [digit]), digit)
