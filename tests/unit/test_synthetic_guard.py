@@ -13,7 +13,7 @@ from delete.methods import create_method
 from delete.methods.base import UnlearningMethod
 from delete.selection import Candidate, SelectionConfig
 from delete.selection.signals import ProbeSet
-from delete.selection.synthetic import synthesize
+from delete.selection.synthetic import other_classes, synthesize
 from tests.unit._tiny import TinyNet
 from tests.unit.test_selection import _Collapse, _tiny_ctx, _tiny_with_sample, _trained_tiny
 
@@ -33,6 +33,24 @@ def test_inverted_images_are_of_kept_classes_and_inside_the_forget_images_range(
     with torch.no_grad():
         assert torch.equal(model(x).argmax(1), y)  # labelled as the original assigns them
     assert float(x.min()) >= float(like.min()) and float(x.max()) <= float(like.max())
+
+
+def test_forget_images_are_sent_to_a_seeded_kept_class_other_than_the_one_ranked_first() -> None:
+    # A linear net that ranks, among kept classes, the class of each image's brightest pixel
+    # first: the setup decides which class is ranked first, not the code under test.
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 4, bias=False))
+    with torch.no_grad():
+        net[1].weight.copy_(torch.eye(4))
+    images = torch.eye(4)[[0, 2, 3, 0, 2, 3]].reshape(6, 1, 2, 2)  # brightest: 0, 2, 3, ...
+    kept = [0, 2, 3]  # class 1 forgotten
+    targets = other_classes(net, images, kept, CPU)
+    assert set(targets.tolist()) <= set(kept)
+    assert all(t != r for t, r in zip(targets.tolist(), [0, 2, 3, 0, 2, 3], strict=True))
+    assert torch.equal(targets, other_classes(net, images, kept, CPU))  # seeded
+    # Across seeds the first image (ranked 0 first) goes to both other kept classes.
+    assert {int(other_classes(net, images, kept, CPU, seed=s)[0]) for s in range(8)} == {2, 3}
+    # One kept class: nothing else to send them to.
+    assert other_classes(net, images, [2], CPU).tolist() == [2] * 6
 
 
 class _Soft(torch.nn.Module):
