@@ -141,9 +141,9 @@ def synthesize(
             drives the images to saturation. ``docs/bench/soft_inverted_images.py`` tries
             softer targets; :func:`~delete.selection.auto._soft_check` carries forget
             images into :func:`other_classes` towards 0.111.
-        start: Images of another inversion and the classes it returned for them, carried on
-            towards those classes instead of starting from noise (``count`` and ``seed`` are
-            then unused).
+        start: Images to start from instead of noise and the classes to carry them
+            towards: the forget images and :func:`other_classes` for the soft check
+            (``count`` and ``seed`` are then unused).
 
     Returns:
         The images (on the CPU, ``like``'s dtype) and their labels.
@@ -161,7 +161,7 @@ def synthesize(
     dims = [d for d in range(real.dim()) if d != 1] if real.dim() > 1 else [0]
     low, high = real.amin(dim=dims, keepdim=True), real.amax(dim=dims, keepdim=True)
     span = (high - low).clamp(min=1e-6)
-    if start is not None:  # another inversion's images, carried on towards their own classes
+    if start is not None:  # given images (real, or another inversion's) towards given classes
         images, target = start
         z = torch.logit(((images.float() - low) / span).clamp(1e-4, 1 - 1e-4))
     else:
