@@ -439,7 +439,8 @@ class SelectionConfig:
             (``soft_check_cpu.md``).
         soft_check_steps: How many steps the forget images are carried; 0 never checks. At
             60 steps one collapse (14.44 lost) read 31.9 and a healthy request 10.9; at 40
-            most images are not yet confident. It costs 0.6 s a SmallCNN request per 40.
+            most images are not yet confident. At 80 it costs about 1.6 s a SmallCNN request
+            (``docs/bench/morph_check_cost_cpu.json``).
     """
 
     candidates: tuple[Candidate, ...] | None = None
@@ -1648,11 +1649,7 @@ def _rerun_by_synthetic(
         # inverted; the request keeps what it has, and says so.
         note = f"; no images could be inverted from the original to check it ({one_line(exc)})"
         return dataclasses.replace(first, reason=first.reason + note)
-    asked = config.synthetic_images
-    if len(labels) < max(asked // 2, 1):
-        # Too few confident images to read a drop of a few points (a soft model's): one
-        # image of six is 17 points.
-        ctx.note(SYNTHETIC_NOTE, f"{len(labels)} of {asked} inverted images confident; not read")
+    if not _enough(ctx, labels, config.synthetic_images, key=SYNTHETIC_NOTE, what="inverted"):
         return first
     found = _short_on(
         first, ctx, probe, images, labels, key=SYNTHETIC_NOTE, what="inverted images", limit=limit
@@ -1721,9 +1718,7 @@ def _soft_check(
     except (RuntimeError, TypeError, ValueError) as exc:  # as the guard's own inversion
         ctx.note(SOFT_NOTE, f"not read: {one_line(exc)}")
         return first
-    asked = len(targets)
-    if len(soft_y) < max(asked // 2, 1):
-        ctx.note(SOFT_NOTE, f"{len(soft_y)} of {asked} carried images confident; not read")
+    if not _enough(ctx, soft_y, len(targets), key=SOFT_NOTE, what="carried"):
         return first
     found = _short_on(
         first, ctx, probe, soft_x, soft_y, key=SOFT_NOTE, what=SOFT_IMAGES, limit=bound
@@ -1732,6 +1727,16 @@ def _soft_check(
         return first
     read, soft = found
     return _head_only(read, factory, ctx, soft, config, progress, what=SOFT_IMAGES)
+
+
+def _enough(ctx: UnlearnContext, labels: Tensor, asked: int, *, key: str, what: str) -> bool:
+    """Whether at least half of the ``asked`` images made from the original were confident
+    (``labels`` holds those kept); else it is noted under ``key`` that they were not read. Too
+    few cannot read a drop of a few points (a soft model's): one image of six is 17 points."""
+    if len(labels) >= max(asked // 2, 1):
+        return True
+    ctx.note(key, f"{len(labels)} of {asked} {what} images confident; not read")
+    return False
 
 
 def _short_on(

@@ -27,11 +27,9 @@ import sys
 from typing import Any
 
 import torch
-from outside_models import request
-from soft_check import _figures, original
+from soft_check import _figures, each_request
 
 import delete.selection.auto as auto
-from delete.data import load_mnist5k, make_unlearning_splits
 from delete.selection.synthetic import synthesize
 
 _library_check: Any = auto._soft_check
@@ -86,21 +84,12 @@ def _read_morphs(*args: Any, **kwargs: Any) -> Any:
 
 
 def main(specs: list[str]) -> None:
-    torch.set_num_threads(1)
     auto._soft_check = _read_morphs  # type: ignore[assignment]
-    bundle = load_mnist5k(augment=False)
-    for spec in specs:
-        name, digits = spec.split(":")
-        model = original(name, bundle)
-        for digit in (int(d) for d in digits.split("/")):
-            _read.clear()
-            row = request(model, make_unlearning_splits(bundle.train, bundle.test, [digit]), digit)
-            print(
-                json.dumps(
-                    {"model": name, "digit": digit, "points_lost": row["retain_drop"], **_read}
-                ),
-                flush=True,
-            )
+    for name, digit, row in each_request(specs, _read.clear):
+        print(
+            json.dumps({"model": name, "digit": digit, "points_lost": row["retain_drop"], **_read}),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -65,29 +66,39 @@ def original(name: str, bundle: DatasetBundle) -> nn.Module:
     return model.eval()
 
 
-def main(specs: list[str]) -> None:
+def each_request(
+    specs: list[str], before: Callable[[], None]
+) -> Iterator[tuple[str, int, dict[str, Any]]]:
+    """``(model name, digit, request row)`` for every ``NAME:D1/D2`` of ``specs``, one thread,
+    ``delete.unlearn``'s defaults forget-only (``outside_models.request``); ``before`` runs
+    before each request (a reader clearing what it read)."""
     torch.set_num_threads(1)
-    auto._soft_check = _read_at_every_count  # type: ignore[assignment]
     bundle = load_mnist5k(augment=False)
     for spec in specs:
         name, digits = spec.split(":")
         model = original(name, bundle)
         for digit in (int(d) for d in digits.split("/")):
-            _read.clear()
-            row = request(model, make_unlearning_splits(bundle.train, bundle.test, [digit]), digit)
-            figures = {f"steps{k}": _figures(v) for k, v in _read.items()}
-            print(
-                json.dumps(
-                    {
-                        "model": name,
-                        "digit": digit,
-                        "points_lost": row["retain_drop"],
-                        "guard": row["synthetic_check"],
-                        **figures,
-                    }
-                ),
-                flush=True,
-            )
+            before()
+            splits = make_unlearning_splits(bundle.train, bundle.test, [digit])
+            yield name, digit, request(model, splits, digit)
+
+
+def main(specs: list[str]) -> None:
+    auto._soft_check = _read_at_every_count  # type: ignore[assignment]
+    for name, digit, row in each_request(specs, _read.clear):
+        figures = {f"steps{k}": _figures(v) for k, v in _read.items()}
+        print(
+            json.dumps(
+                {
+                    "model": name,
+                    "digit": digit,
+                    "points_lost": row["retain_drop"],
+                    "guard": row["synthetic_check"],
+                    **figures,
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
