@@ -20,6 +20,8 @@ accuracy before, points lost, test-forget, epochs, the chosen candidate and the 
     .venv/bin/python docs/bench/outside_models.py layernorm_silu_cnn_sgd20 3,5,8
     .venv/bin/python docs/bench/outside_models.py ln_mlp_adam 3,5,8
     .venv/bin/python docs/bench/outside_models.py mnasnet_rmsprop 3,5,8
+    .venv/bin/python docs/bench/outside_models.py groupnorm_cnn_sgd20_ls 3,5,8  # and the seven
+        # other recipes at the end of RECIPES (head_only_sample_cpu.md)
 """
 
 from __future__ import annotations
@@ -125,6 +127,70 @@ def _ln_mlp() -> nn.Module:
     )
 
 
+def _elu_cnn() -> nn.Module:
+    # The Keras MNIST example's shape: ELU, dropout, no normalisation, inputs standardised.
+    net = nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1),
+        nn.ELU(),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.ELU(),
+        nn.MaxPool2d(2),
+        nn.Dropout(0.25),
+        nn.Conv2d(64, 64, 3, padding=1),
+        nn.ELU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(64 * 49, 128),
+        nn.ELU(),
+        nn.Dropout(0.5),
+        nn.Linear(128, 10),
+    )
+    return Normalized(net, 0.1307, 0.3081)
+
+
+def _gelu_mlp() -> nn.Module:
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(784, 256),
+        nn.GELU(),
+        nn.Linear(256, 256),
+        nn.GELU(),
+        nn.Linear(256, 10),
+    )
+
+
+def _prelu_bn_cnn() -> nn.Module:
+    # BatchNorm, PReLU, global max pooling, inputs scaled to [-1, 1].
+    net = nn.Sequential(
+        nn.Conv2d(1, 24, 5, padding=2), nn.BatchNorm2d(24), nn.PReLU(24), nn.MaxPool2d(2),
+        nn.Conv2d(24, 48, 3, padding=1), nn.BatchNorm2d(48), nn.PReLU(48), nn.MaxPool2d(2),
+        nn.Conv2d(48, 96, 3, padding=1), nn.BatchNorm2d(96), nn.PReLU(96),
+        nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(96, 10),
+    )  # fmt: skip
+    return Normalized(net, 0.5, 0.5)
+
+
+class _MishResidual(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1), nn.GroupNorm(4, channels), nn.Mish(),
+            nn.Conv2d(channels, channels, 3, padding=1), nn.GroupNorm(4, channels),
+        )  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.mish(x + self.body(x))
+
+
+def _mish_gn_resnet() -> nn.Module:
+    # Two residual blocks with GroupNorm (4 groups) and Mish.
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1), nn.GroupNorm(4, 32), nn.Mish(), _MishResidual(32),
+        nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.GroupNorm(4, 64), nn.Mish(),
+        _MishResidual(64), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10),
+    )  # fmt: skip
+
+
 def _sgd(params: object, lr: float, wd: float) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=wd)  # type: ignore[arg-type]
 
@@ -170,6 +236,25 @@ RECIPES: dict[
         _convnext,
         lambda p: torch.optim.AdamW(p, lr=2e-3, weight_decay=0.05),
         8,
+        0.1,
+    ),
+    # Tried later (``head_only_sample_cpu.md``).
+    "elu_cnn_adam_ls": (_elu_cnn, lambda p: torch.optim.Adam(p, lr=1e-3), 6, 0.1),
+    "elu_cnn_sgd20": (_elu_cnn, lambda p: _sgd(p, 0.05, 5e-4), 20, 0.0),
+    "gelu_mlp_sgd_wd": (
+        _gelu_mlp,
+        lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=5e-3),
+        10,
+        0.0,
+    ),
+    "prelu_bn_cnn_adamax": (_prelu_bn_cnn, lambda p: torch.optim.Adamax(p, lr=2e-3), 8, 0.0),
+    "prelu_bn_cnn_sgd20_ls": (_prelu_bn_cnn, lambda p: _sgd(p, 0.05, 5e-4), 20, 0.1),
+    "mish_gn_resnet_sgd20": (_mish_gn_resnet, lambda p: _sgd(p, 0.05, 5e-4), 20, 0.0),
+    "groupnorm_cnn_sgd20_ls": (silu_cnn, lambda p: _sgd(p, 0.05, 5e-4), 20, 0.1),
+    "batchnorm_silu_cnn_sgd20_ls": (
+        lambda: silu_cnn(norm="batch"),
+        lambda p: _sgd(p, 0.05, 5e-4),
+        20,
         0.1,
     ),
 }

@@ -265,7 +265,7 @@ def test_with_a_sample_a_groupnorm_model_whose_features_drift_keeps_its_accuracy
     """A GroupNorm CNN trained with Nesterov SGD (94.7 %). Measured, digit 3: the whole
     network distilled loses 6.67 points with the sample (13.56 forget-only), the features
     moving so that other digits read as a 6; the sample still reads it more than 3 points
-    short, so its last layer is trained alone (``head_only_drop``) and it loses -0.89. The
+    short, so its last layer is trained alone (``head_only_sample_drop``) and it loses -0.89. The
     control, without that fallback, must lose more than 3, or this model tests nothing."""
     bundle, model = datasets["mnist5k"], groupnorm_sgd
     splits = make_unlearning_splits(bundle.train, bundle.test, [3])
@@ -281,7 +281,7 @@ def test_with_a_sample_a_groupnorm_model_whose_features_drift_keeps_its_accuracy
     assert all(p.requires_grad for p in model.parameters())
 
     control = _defaults(
-        model, splits, 3, with_sample=True, selection=SelectionConfig(head_only_drop=None)
+        model, splits, 3, with_sample=True, selection=SelectionConfig(head_only_sample_drop=None)
     )
     assert retain_before - _acc(control.model, splits.test_retain) > 3.0
 

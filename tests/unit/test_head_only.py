@@ -1,5 +1,6 @@
 """With a selection sample, the last layer alone is trained when the whole-network run still
-reads the sample far short (``SelectionConfig.head_only_drop``; delete/selection/head.py)."""
+reads the sample short (``SelectionConfig.head_only_sample_drop``; delete/selection/head.py), and
+without one when images made from the original read it far short (``head_only_drop``)."""
 
 from __future__ import annotations
 
@@ -94,6 +95,23 @@ def test_a_drifting_run_falls_back_to_its_last_layer_alone() -> None:
     assert report.final.selection_acc == probe.original_selection_acc
 
 
+def test_with_a_sample_its_own_bound_decides_not_the_guards() -> None:
+    # The guard's bound (head_only_drop) is off throughout: the sample's alone decides.
+    ctx, probe, _ = _problem()
+    off = dataclasses.replace(_CONFIG, head_only_drop=None, head_only_sample_drop=None)
+    _, control = select_and_train(_factory(drifts=True), ctx, probe, off)
+    assert control.chosen.head is None
+    assert probe.original_selection_acc is not None and control.final.selection_acc is not None
+    short = probe.original_selection_acc - control.final.selection_acc
+    assert short > SelectionConfig().head_only_sample_drop  # type: ignore[operator]
+    for bound, fires in ((short - 0.5, True), (short + 0.5, False)):
+        ctx, probe, _ = _problem()
+        config = dataclasses.replace(off, head_only_sample_drop=bound)
+        _, report = select_and_train(_factory(drifts=True), ctx, probe, config)
+        assert (report.chosen.head == "head") is fires, (bound, report.stop_reason)
+        assert (f"the selection sample (more than {bound:g})" in report.stop_reason) is fires
+
+
 def test_forget_only_the_guards_images_judge_the_last_layer_alone() -> None:
     # No sample: the guard's inverted images read the drifting run short, its rerun too, so
     # the head is trained alone and judged by the same images.
@@ -174,8 +192,8 @@ def test_forget_only_images_carried_to_a_soft_target_see_what_the_guards_miss() 
 def test_no_fallback_within_the_bound_when_off_or_without_a_sample() -> None:
     runs = []
     for config, with_sample in (
-        (dataclasses.replace(_CONFIG, head_only_drop=100.0), True),  # nothing reads 100 short
-        (dataclasses.replace(_CONFIG, head_only_drop=None), True),
+        (dataclasses.replace(_CONFIG, head_only_sample_drop=100.0), True),  # nothing reads 100
+        (dataclasses.replace(_CONFIG, head_only_sample_drop=None), True),
         (_CONFIG, False),
     ):
         ctx, probe, alone = _problem()

@@ -610,6 +610,7 @@ def _two_rules(collapsing: set[Candidate], *, tolerance: float) -> SelectionRepo
         # The head-only fallback (test_head_only.py) would retrain what the two rules chose:
         # on this tiny problem the sample reads both of them far short.
         head_only_drop=None,
+        head_only_sample_drop=None,
     )
     rule = dataclasses.replace(config, candidates=(FORGET_RULE,), sample_every_epoch=False)
     _, report = select_and_train(factory, ctx, probe, config, forget_only=rule)
@@ -809,7 +810,9 @@ def _fallback_run(
         sample_every_epoch=with_sample,
         bn_fallback_drop=20.0,
         synthetic_rerun_drop=None,
-        head_only_drop=None,  # tested on its own (test_head_only.py), as the guard is
+        # Both head-only bounds are tested on their own (test_head_only.py), as the guard is.
+        head_only_drop=None,
+        head_only_sample_drop=None,
     )
     _, report = select_and_train(factory, ctx, probe, config, fallback=(second,))
     return report

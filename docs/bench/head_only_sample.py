@@ -1,0 +1,57 @@
+"""With a selection sample, where the last layer alone starts (``head_only_sample_cpu.md``; not
+part of the library). ``SelectionConfig.head_only_sample_drop`` is the bound; before it, one
+bound of 3 (``head_only_drop``) served both modes.
+
+Each request runs ``delete.unlearn``'s defaults with the pipeline's 500-image selection sample
+(``outside_models.request``) at a bound of 1. Where the last layer alone was kept there, it
+runs again at 3, the former default: below the bound nothing else differs, so a request that
+kept the whole network at 1 keeps the same state at 3. One JSON line per run.
+
+    PYTHONPATH=.:docs/bench .venv/bin/python docs/bench/head_only_sample.py \\
+        groupnorm_cnn_sgd20_ls:3/5/8 densenet_adamw:3/8 resnet18:3/5/8 ...
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import torch
+from outside_models import request
+from soft_check import original
+
+from delete.bench.zoo_bench import SELECTION_SAMPLE_SIZE
+from delete.data import load_mnist5k, make_unlearning_splits
+from delete.selection import SelectionConfig
+from delete.training import make_loader
+
+FIELDS = ("retain_drop", "test_forget", "epochs", "chosen", "seconds", "stop")
+
+
+def main(specs: list[str]) -> None:
+    torch.set_num_threads(1)
+    bundle = load_mnist5k(augment=False)
+    for spec in specs:
+        name, digits = spec.split(":")
+        model = original(name, bundle)
+        for digit in (int(d) for d in digits.split("/")):
+            splits = make_unlearning_splits(bundle.train, bundle.test, [digit])
+            g = torch.Generator().manual_seed(0)
+            order = torch.randperm(len(splits.train_retain), generator=g)
+            sample = splits.train_retain.subset(order[:SELECTION_SAMPLE_SIZE])
+            for bound in (1.0, 3.0):
+                row = request(
+                    model,
+                    splits,
+                    digit,
+                    selection_loader=make_loader(sample, 250, shuffle=False),
+                    selection=SelectionConfig(head_only_sample_drop=bound),
+                )
+                head = {"model": name, "digit": digit, "bound": bound}
+                print(json.dumps({**head, **{k: row[k] for k in FIELDS}}), flush=True)
+                if "head=" not in row["chosen"]:
+                    break
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
