@@ -1,11 +1,13 @@
 """With a selection sample, where the last layer alone starts (``head_only_sample_cpu.md``; not
-part of the library). ``SelectionConfig.head_only_sample_drop`` is the bound; before it, one
-bound of 3 (``head_only_drop``) served both modes.
+part of the library). ``SelectionConfig.head_only_sample_drop`` (1 point overall) and
+``head_only_class_drop`` (5 points on one class) are the bounds; before them, one bound of 3
+overall (``head_only_drop``) served both modes.
 
 Each request runs ``delete.unlearn``'s defaults with the pipeline's 500-image selection sample
-(``outside_models.request``) at a bound of 1. Where the last layer alone was kept there, it
-runs again at 3, the former default: below the bound nothing else differs, so a request that
-kept the whole network at 1 keeps the same state at 3. One JSON line per run.
+(``outside_models.request``). Where the last layer alone was kept, it runs again with the
+former bound (3 overall, none on a class): the bounds only gate the head-only run, so a
+request that keeps its whole network under the defaults keeps the same state under the former
+bound. One JSON line per run (``setting``: ``defaults`` or ``former``).
 
     PYTHONPATH=.:docs/bench .venv/bin/python docs/bench/head_only_sample.py \\
         groupnorm_cnn_sgd20_ls:3/5/8 densenet_adamw:3/8 resnet18:3/5/8 ...
@@ -25,6 +27,10 @@ from delete.data import load_mnist5k, make_unlearning_splits
 from delete.selection import SelectionConfig
 from delete.training import make_loader
 
+SETTINGS = {
+    "defaults": SelectionConfig(),
+    "former": SelectionConfig(head_only_sample_drop=3.0, head_only_class_drop=None),
+}
 FIELDS = ("retain_drop", "test_forget", "epochs", "chosen", "seconds", "stop")
 
 
@@ -39,15 +45,15 @@ def main(specs: list[str]) -> None:
             g = torch.Generator().manual_seed(0)
             order = torch.randperm(len(splits.train_retain), generator=g)
             sample = splits.train_retain.subset(order[:SELECTION_SAMPLE_SIZE])
-            for bound in (1.0, 3.0):
+            for setting, config in SETTINGS.items():
                 row = request(
                     model,
                     splits,
                     digit,
                     selection_loader=make_loader(sample, 250, shuffle=False),
-                    selection=SelectionConfig(head_only_sample_drop=bound),
+                    selection=config,
                 )
-                head = {"model": name, "digit": digit, "bound": bound}
+                head = {"model": name, "digit": digit, "setting": setting}
                 print(json.dumps({**head, **{k: row[k] for k in FIELDS}}), flush=True)
                 if "head=" not in row["chosen"]:
                     break

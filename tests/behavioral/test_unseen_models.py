@@ -281,7 +281,11 @@ def test_with_a_sample_a_groupnorm_model_whose_features_drift_keeps_its_accuracy
     assert all(p.requires_grad for p in model.parameters())
 
     control = _defaults(
-        model, splits, 3, with_sample=True, selection=SelectionConfig(head_only_sample_drop=None)
+        model,
+        splits,
+        3,
+        with_sample=True,
+        selection=SelectionConfig(head_only_sample_drop=None, head_only_class_drop=None),
     )
     assert retain_before - _acc(control.model, splits.test_retain) > 3.0
 

@@ -98,7 +98,9 @@ def test_a_drifting_run_falls_back_to_its_last_layer_alone() -> None:
 def test_with_a_sample_its_own_bound_decides_not_the_guards() -> None:
     # The guard's bound (head_only_drop) is off throughout: the sample's alone decides.
     ctx, probe, _ = _problem()
-    off = dataclasses.replace(_CONFIG, head_only_drop=None, head_only_sample_drop=None)
+    off = dataclasses.replace(
+        _CONFIG, head_only_drop=None, head_only_sample_drop=None, head_only_class_drop=None
+    )
     _, control = select_and_train(_factory(drifts=True), ctx, probe, off)
     assert control.chosen.head is None
     assert probe.original_selection_acc is not None and control.final.selection_acc is not None
@@ -110,6 +112,24 @@ def test_with_a_sample_its_own_bound_decides_not_the_guards() -> None:
         _, report = select_and_train(_factory(drifts=True), ctx, probe, config)
         assert (report.chosen.head == "head") is fires, (bound, report.stop_reason)
         assert (f"the selection sample (more than {bound:g})" in report.stop_reason) is fires
+
+
+def test_with_a_sample_one_class_read_short_is_enough() -> None:
+    # The overall bound is out of reach (100): only the worst class can start the head.
+    ctx, probe, _ = _problem()
+    off = dataclasses.replace(
+        _CONFIG, head_only_drop=None, head_only_sample_drop=100.0, head_only_class_drop=None
+    )
+    _, control = select_and_train(_factory(drifts=True), ctx, probe, off)
+    assert control.chosen.head is None
+    worst = control.final.selection_worst_drop
+    assert worst is not None and worst > SelectionConfig().head_only_class_drop  # type: ignore[operator]
+    for bound, fires in ((worst - 0.5, True), (worst + 0.5, False)):
+        ctx, probe, _ = _problem()
+        config = dataclasses.replace(off, head_only_class_drop=bound)
+        _, report = select_and_train(_factory(drifts=True), ctx, probe, config)
+        assert (report.chosen.head == "head") is fires, (bound, report.stop_reason)
+        assert (f"one class {worst:.1f} points below" in report.stop_reason) is fires
 
 
 def test_forget_only_the_guards_images_judge_the_last_layer_alone() -> None:
@@ -192,8 +212,12 @@ def test_forget_only_images_carried_to_a_soft_target_see_what_the_guards_miss() 
 def test_no_fallback_within_the_bound_when_off_or_without_a_sample() -> None:
     runs = []
     for config, with_sample in (
-        (dataclasses.replace(_CONFIG, head_only_sample_drop=100.0), True),  # nothing reads 100
-        (dataclasses.replace(_CONFIG, head_only_sample_drop=None), True),
+        # nothing reads 100 short, overall or on one class
+        (
+            dataclasses.replace(_CONFIG, head_only_sample_drop=100.0, head_only_class_drop=100.0),
+            True,
+        ),
+        (dataclasses.replace(_CONFIG, head_only_sample_drop=None, head_only_class_drop=None), True),
         (_CONFIG, False),
     ):
         ctx, probe, alone = _problem()

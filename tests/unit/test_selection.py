@@ -611,6 +611,7 @@ def _two_rules(collapsing: set[Candidate], *, tolerance: float) -> SelectionRepo
         # on this tiny problem the sample reads both of them far short.
         head_only_drop=None,
         head_only_sample_drop=None,
+        head_only_class_drop=None,
     )
     rule = dataclasses.replace(config, candidates=(FORGET_RULE,), sample_every_epoch=False)
     _, report = select_and_train(factory, ctx, probe, config, forget_only=rule)
@@ -813,6 +814,7 @@ def _fallback_run(
         # Both head-only bounds are tested on their own (test_head_only.py), as the guard is.
         head_only_drop=None,
         head_only_sample_drop=None,
+        head_only_class_drop=None,
     )
     _, report = select_and_train(factory, ctx, probe, config, fallback=(second,))
     return report
