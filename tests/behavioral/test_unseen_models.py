@@ -85,14 +85,15 @@ def _train(
     model: nn.Module, bundle: DatasetBundle, epochs: int, recipe: str = "adamw"
 ) -> nn.Module:
     """``adamw``: AdamW, one-cycle, label smoothing 0.1. ``sgd``: Nesterov SGD, weight decay
-    5e-4, cosine, no smoothing (the zoo's ``bn_cnn_sgd`` takes a one-cycle schedule instead).
-    ``adam``: Adam 1e-3, cosine, smoothing 0.05 (the outside BatchNorm MLP's recipe)."""
+    5e-4, cosine, no smoothing (the zoo's ``bn_cnn_sgd`` takes a one-cycle schedule instead);
+    ``sgd_ls``: the same with label smoothing 0.1. ``adam``: Adam 1e-3, cosine, smoothing 0.05
+    (the outside BatchNorm MLP's recipe)."""
     torch.manual_seed(0)
     loader = make_loader(bundle.train.with_transform(None), 64, shuffle=True, seed=0)
     steps = epochs * len(loader)
     opt: torch.optim.Optimizer
     sched: torch.optim.lr_scheduler.LRScheduler
-    if recipe == "sgd":
+    if recipe in ("sgd", "sgd_ls"):
         opt = torch.optim.SGD(
             model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=True
         )
@@ -103,7 +104,7 @@ def _train(
     else:
         opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.05)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=steps)
-    smoothing = {"sgd": 0.0, "adam": 0.05}.get(recipe, 0.1)
+    smoothing = {"sgd": 0.0, "adam": 0.05}.get(recipe, 0.1)  # adamw and sgd_ls: 0.1
     model.train()
     for _ in range(epochs):
         for x, y in loader:
@@ -288,6 +289,56 @@ def test_with_a_sample_a_groupnorm_model_whose_features_drift_keeps_its_accuracy
         selection=SelectionConfig(head_only_sample_drop=None, head_only_class_drop=None),
     )
     assert retain_before - _acc(control.model, splits.test_retain) > 3.0
+
+
+@pytest.fixture(scope="module")
+def groupnorm_sgd_smoothed(datasets: dict[str, DatasetBundle]) -> nn.Module:
+    """The same SiLU CNN with GroupNorm, Nesterov SGD, with label smoothing 0.1 (95.4 %).
+    Initialisation seed 2: with seeds 0 to 3 the whole network with the sample lost -0.67
+    (the former bound fired already), 1.78 (the sample read it within 1: still missed), 1.67
+    and 1.22 on digit 3, and forget-only 5.33, 5.67, 3.33 and 3.22."""
+    torch.manual_seed(2)
+    return _train(silu_cnn(), datasets["mnist5k"], epochs=20, recipe="sgd_ls")
+
+
+def test_with_a_sample_a_label_smoothed_groupnorm_model_stays_within_one_point(
+    datasets: dict[str, DatasetBundle], groupnorm_sgd_smoothed: nn.Module
+) -> None:
+    """Digit 3, with the sample. Measured: the whole network loses 1.67 points, the sample
+    reading it within 3; at the sample's own bounds, 1 point overall or 5 on a class
+    (``head_only_sample_drop``, ``head_only_class_drop``; either reads it here), the last
+    layer is trained alone and it loses -0.56. The control, with the former bound of 3,
+    must lose more than 1 point (the sample's target), or this model tests nothing."""
+    bundle, model = datasets["mnist5k"], groupnorm_sgd_smoothed
+    splits = make_unlearning_splits(bundle.train, bundle.test, [3])
+    retain_before = _acc(model, splits.test_retain)
+    assert _acc(model, splits.test_forget) > 90 and retain_before > 90
+
+    result = _defaults(model, splits, 3, with_sample=True)
+    assert result.selection is not None and result.selection.chosen.head == "12"
+    assert _acc(result.model, splits.test_forget) < 5.0
+    assert retain_before - _acc(result.model, splits.test_retain) <= 1.0, result.selection
+
+    former = SelectionConfig(head_only_sample_drop=3.0, head_only_class_drop=None)
+    control = _defaults(model, splits, 3, with_sample=True, selection=former)
+    assert control.selection is not None and control.selection.chosen.head is None
+    assert retain_before - _acc(control.model, splits.test_retain) > 1.0
+
+
+@pytest.mark.xfail(strict=True, reason="issue 14: no forget-only signal reads it (3.33 lost)")
+def test_forget_only_a_label_smoothed_groupnorm_model_keeps_its_accuracy(
+    datasets: dict[str, DatasetBundle], groupnorm_sgd_smoothed: nn.Module
+) -> None:
+    """Digit 3, forget data only: the issue's bound is 3 points. Measured: 3.33 lost (5.33
+    from seed 0). On the outside recipe's model (8.33 lost) the guard's images and the soft
+    check's carried forget images both read it 0.0 short, and the new errors fall into one
+    class (6). Open (``docs/bench/head_only_sample_cpu.md``)."""
+    bundle, model = datasets["mnist5k"], groupnorm_sgd_smoothed
+    splits = make_unlearning_splits(bundle.train, bundle.test, [3])
+    retain_before = _acc(model, splits.test_retain)
+    result = _defaults(model, splits, 3, with_sample=False)
+    assert _acc(result.model, splits.test_forget) < 5.0
+    assert retain_before - _acc(result.model, splits.test_retain) <= 3.0, result.selection
 
 
 def test_forget_only_a_groupnorm_model_whose_features_drift_keeps_its_accuracy(
