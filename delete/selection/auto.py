@@ -422,20 +422,22 @@ class SelectionConfig:
         head_only_sample_drop: The same with a selection sample, once every rerun is done:
             the last layer alone is trained when the sample reads the state kept more than
             this many points below the original, and the state that reads better on the
-            sample is kept; ``None`` never does. The sample's target is 1 point. A GroupNorm
-            CNN (94 %) forgetting digit 3 lost 5.78 points with the sample at every learning
-            rate tried, and -1.00 with its last layer alone. At the bound of 3 that served
-            both modes before, 8 of 39 requests (the zoo and outside models) kept a state
-            the sample read 1-3 points short and lost 0.89-3.00 points on the test split;
-            with their last layer alone, -1.00 to 0.45. 28 never reach it, so nothing
-            changes there (``docs/bench/head_only_sample_cpu.md``).
+            sample is kept; ``None``: the overall reading never starts it. The sample's
+            target is 1 point. A GroupNorm CNN (94 %) forgetting digit 3 lost 5.78 points
+            with the sample at every learning rate tried, and -1.00 with its last layer
+            alone. At the bound of 3 that served both modes before, 8 of 39 requests (the
+            zoo and outside models) kept a state the sample read 1-3 points short and lost
+            0.89-3.00 points on the test split; with their last layer alone, -1.00 to 0.45.
+            28 never reach it, so nothing changes there
+            (``docs/bench/head_only_sample_cpu.md``).
         head_only_class_drop: With a selection sample, the last layer alone is tried too
             when one class of the sample reads more than this many points below the
             original's, whatever the overall reading (5, the gates' bound on one class,
-            ``max_drop_class_acc``); ``None`` never does. An under-trained GroupNorm CNN,
-            digit 5, read one class 30.9 points short while the sample read it within 1
-            overall, and lost 2.12 points; with its last layer alone, -1.33. Of 42 requests
-            it fired on 2, and both improved (``docs/bench/head_only_sample_cpu.md``).
+            ``max_drop_class_acc``); ``None``: no class reading starts it. An under-trained
+            GroupNorm CNN, digit 5, read one class 30.9 points short while the sample read
+            it within 1 overall, and lost 2.12 points; with its last layer alone, -1.33. Of
+            42 requests it fired on 2, and both improved
+            (``docs/bench/head_only_sample_cpu.md``).
         soft_check_drop: With forget data only, when the guard's images
             (``synthetic_rerun_drop``) read the state kept within their bound, up to
             ``synthetic_images`` forget images are carried ``soft_check_steps`` steps by the
@@ -1881,20 +1883,22 @@ def _head_only(
     sample only: the inverted images are a few per class); whichever state reads better on it
     is kept, and the stop reason says what each read. Not checkpointed, as the reruns."""
     original = probe.original_selection_acc
-    if limit is None or original is None or first.chosen.candidate.head is not None:
+    off = limit is None and class_limit is None
+    if off or original is None or first.chosen.candidate.head is not None:
         return first
     if first.best.selection_acc is None:
         first = _with_sample(first, probe)
     acc, worst = first.best.selection_acc, first.best.selection_worst_drop
     if acc is None:
         return first
+    overall = limit is not None and original - acc > limit
     by_class = class_limit is not None and worst is not None and worst > class_limit
-    if original - acc <= limit and not by_class:
+    if not (overall or by_class):
         return first
     short = (
         f"; the state kept still read {original - acc:.1f} points below the original on"
         f" {what} (more than {limit:g})"
-        if original - acc > limit
+        if overall
         else f"; the state kept still read one class {worst:.1f} points below the original's"
         f" on {what} (more than {class_limit:g})"
     )

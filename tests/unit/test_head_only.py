@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 
+import pytest
 import torch
 from torch import Tensor, nn
 
@@ -95,41 +96,29 @@ def test_a_drifting_run_falls_back_to_its_last_layer_alone() -> None:
     assert report.final.selection_acc == probe.original_selection_acc
 
 
-def test_with_a_sample_its_own_bound_decides_not_the_guards() -> None:
-    # The guard's bound (head_only_drop) is off throughout: the sample's alone decides.
+@pytest.mark.parametrize("field", ["head_only_sample_drop", "head_only_class_drop"])
+def test_with_a_sample_each_bound_starts_the_head_on_its_own(field: str) -> None:
+    # The guard's bound (head_only_drop) and the other sample bound are off throughout.
     ctx, probe, _ = _problem()
     off = dataclasses.replace(
         _CONFIG, head_only_drop=None, head_only_sample_drop=None, head_only_class_drop=None
     )
     _, control = select_and_train(_factory(drifts=True), ctx, probe, off)
     assert control.chosen.head is None
-    assert probe.original_selection_acc is not None and control.final.selection_acc is not None
-    short = probe.original_selection_acc - control.final.selection_acc
-    assert short > SelectionConfig().head_only_sample_drop  # type: ignore[operator]
-    for bound, fires in ((short - 0.5, True), (short + 0.5, False)):
+    final, original = control.final, probe.original_selection_acc
+    assert original is not None and final.selection_acc is not None
+    assert final.selection_worst_drop is not None
+    if field == "head_only_sample_drop":
+        read, says = original - final.selection_acc, "on the selection sample (more than {:g})"
+    else:
+        read, says = final.selection_worst_drop, f"one class {final.selection_worst_drop:.1f}"
+    assert read > getattr(SelectionConfig(), field)  # the drift is past the default too
+    for bound, fires in ((read - 0.5, True), (read + 0.5, False)):
         ctx, probe, _ = _problem()
-        config = dataclasses.replace(off, head_only_sample_drop=bound)
+        config = dataclasses.replace(off, **{field: bound})
         _, report = select_and_train(_factory(drifts=True), ctx, probe, config)
         assert (report.chosen.head == "head") is fires, (bound, report.stop_reason)
-        assert (f"the selection sample (more than {bound:g})" in report.stop_reason) is fires
-
-
-def test_with_a_sample_one_class_read_short_is_enough() -> None:
-    # The overall bound is out of reach (100): only the worst class can start the head.
-    ctx, probe, _ = _problem()
-    off = dataclasses.replace(
-        _CONFIG, head_only_drop=None, head_only_sample_drop=100.0, head_only_class_drop=None
-    )
-    _, control = select_and_train(_factory(drifts=True), ctx, probe, off)
-    assert control.chosen.head is None
-    worst = control.final.selection_worst_drop
-    assert worst is not None and worst > SelectionConfig().head_only_class_drop  # type: ignore[operator]
-    for bound, fires in ((worst - 0.5, True), (worst + 0.5, False)):
-        ctx, probe, _ = _problem()
-        config = dataclasses.replace(off, head_only_class_drop=bound)
-        _, report = select_and_train(_factory(drifts=True), ctx, probe, config)
-        assert (report.chosen.head == "head") is fires, (bound, report.stop_reason)
-        assert (f"one class {worst:.1f} points below" in report.stop_reason) is fires
+        assert (says.format(bound) in report.stop_reason) is fires
 
 
 def test_forget_only_the_guards_images_judge_the_last_layer_alone() -> None:
