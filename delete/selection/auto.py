@@ -1847,9 +1847,8 @@ def _head_only_by_sample(
     config: SelectionConfig,
     progress: bool,
 ) -> _Outcome:
-    """With a selection sample: :func:`_head_only` judged by it."""
-    if probe.original_selection_acc is None:
-        return first
+    """With a selection sample: :func:`_head_only` judged by it (without one, the probe has
+    no original reading and :func:`_head_only` returns ``first``)."""
     return _head_only(
         first,
         factory,

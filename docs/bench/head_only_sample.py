@@ -18,14 +18,10 @@ from __future__ import annotations
 import json
 import sys
 
-import torch
-from outside_models import request
-from soft_check import original
+from outside_models import request, selection_loader
+from soft_check import each_split
 
-from delete.bench.zoo_bench import SELECTION_SAMPLE_SIZE
-from delete.data import load_mnist5k, make_unlearning_splits
 from delete.selection import SelectionConfig
-from delete.training import make_loader
 
 SETTINGS = {
     "defaults": SelectionConfig(),
@@ -35,28 +31,15 @@ FIELDS = ("retain_drop", "test_forget", "epochs", "chosen", "seconds", "stop")
 
 
 def main(specs: list[str]) -> None:
-    torch.set_num_threads(1)
-    bundle = load_mnist5k(augment=False)
-    for spec in specs:
-        name, digits = spec.split(":")
-        model = original(name, bundle)
-        for digit in (int(d) for d in digits.split("/")):
-            splits = make_unlearning_splits(bundle.train, bundle.test, [digit])
-            g = torch.Generator().manual_seed(0)
-            order = torch.randperm(len(splits.train_retain), generator=g)
-            sample = splits.train_retain.subset(order[:SELECTION_SAMPLE_SIZE])
-            for setting, config in SETTINGS.items():
-                row = request(
-                    model,
-                    splits,
-                    digit,
-                    selection_loader=make_loader(sample, 250, shuffle=False),
-                    selection=config,
-                )
-                head = {"model": name, "digit": digit, "setting": setting}
-                print(json.dumps({**head, **{k: row[k] for k in FIELDS}}), flush=True)
-                if "head=" not in row["chosen"]:
-                    break
+    for name, digit, model, splits in each_split(specs):
+        for setting, config in SETTINGS.items():
+            row = request(
+                model, splits, digit, selection_loader=selection_loader(splits), selection=config
+            )
+            head = {"model": name, "digit": digit, "setting": setting}
+            print(json.dumps({**head, **{k: row[k] for k in FIELDS}}), flush=True)
+            if "head=" not in row["chosen"]:
+                break
 
 
 if __name__ == "__main__":

@@ -342,6 +342,14 @@ def request(model: nn.Module, splits: Any, digit: int, **kwargs: Any) -> dict[st
     }
 
 
+def selection_loader(splits: Any) -> torch.utils.data.DataLoader:
+    """The pipeline's selection sample: 500 retained training images, seeded."""
+    g = torch.Generator().manual_seed(0)
+    order = torch.randperm(len(splits.train_retain), generator=g)
+    sample = splits.train_retain.subset(order[:SELECTION_SAMPLE_SIZE])
+    return make_loader(sample, 250, shuffle=False)
+
+
 def freeze_all_but_head(model: nn.Module) -> str:
     """Freeze every parameter but the last layer's, as a fine-tune leaves a model; returns
     that layer's name. ``delete.unlearn`` then trains the head alone."""
@@ -360,13 +368,9 @@ def main(name: str, digits: list[int], head_only: bool = False) -> None:
         freeze_all_but_head(model)
     for digit in digits:
         splits = make_unlearning_splits(bundle.train, bundle.test, [digit])
-        g = torch.Generator().manual_seed(0)
-        sample = splits.train_retain.subset(
-            torch.randperm(len(splits.train_retain), generator=g)[:SELECTION_SAMPLE_SIZE]
-        )
         for mode, extra in (
             ("forget-only", {}),
-            ("selection", {"selection_loader": make_loader(sample, 250, shuffle=False)}),
+            ("selection", {"selection_loader": selection_loader(splits)}),
         ):
             row = {"model": name, "head_only": head_only, "digit": digit, "mode": mode}
             print(json.dumps({**row, **request(model, splits, digit, **extra)}), flush=True)

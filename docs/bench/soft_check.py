@@ -29,7 +29,7 @@ from torch import nn
 import delete.selection.auto as auto
 from delete.bench.zoo import ZOO, silu_cnn
 from delete.bench.zoo_bench import SMALL_CNN, _original
-from delete.data import DatasetBundle, load_mnist5k, make_unlearning_splits
+from delete.data import DatasetBundle, UnlearningSplits, load_mnist5k, make_unlearning_splits
 
 STEPS = (10, 20, 40)
 _library_check: Any = auto._soft_check
@@ -66,21 +66,27 @@ def original(name: str, bundle: DatasetBundle) -> nn.Module:
     return model.eval()
 
 
-def each_request(
-    specs: list[str], before: Callable[[], None]
-) -> Iterator[tuple[str, int, dict[str, Any]]]:
-    """``(model name, digit, request row)`` for every ``NAME:D1/D2`` of ``specs``, one thread,
-    ``delete.unlearn``'s defaults forget-only (``outside_models.request``); ``before`` runs
-    before each request (a reader clearing what it read)."""
+def each_split(specs: list[str]) -> Iterator[tuple[str, int, nn.Module, UnlearningSplits]]:
+    """``(model name, digit, model, splits)`` for every ``NAME:D1/D2`` of ``specs`` (MNIST-5k,
+    one thread): what every script here runs its requests on."""
     torch.set_num_threads(1)
     bundle = load_mnist5k(augment=False)
     for spec in specs:
         name, digits = spec.split(":")
         model = original(name, bundle)
         for digit in (int(d) for d in digits.split("/")):
-            before()
-            splits = make_unlearning_splits(bundle.train, bundle.test, [digit])
-            yield name, digit, request(model, splits, digit)
+            yield name, digit, model, make_unlearning_splits(bundle.train, bundle.test, [digit])
+
+
+def each_request(
+    specs: list[str], before: Callable[[], None]
+) -> Iterator[tuple[str, int, dict[str, Any]]]:
+    """``(model name, digit, request row)`` for every request of :func:`each_split`,
+    ``delete.unlearn``'s defaults forget-only (``outside_models.request``); ``before`` runs
+    before each request (a reader clearing what it read)."""
+    for name, digit, model, splits in each_split(specs):
+        before()
+        yield name, digit, request(model, splits, digit)
 
 
 def main(specs: list[str]) -> None:
