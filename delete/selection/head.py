@@ -35,7 +35,8 @@ def caller_module(model: nn.Module) -> nn.Module:
 def last_layer(model: nn.Module, sample: Tensor, num_classes: int) -> str | None:
     """The name (as in the caller's ``named_modules()``) of the last module, in the order a
     forward pass runs them, that holds parameters of its own and outputs one score per class
-    (``num_classes`` along dimension 1); ``None`` when there is none.
+    (``num_classes`` along dimension 1); ``None`` when there is none, or the model is
+    TorchScript (whose modules cannot be watched running).
 
     Registration order is not enough: a module may be defined after the head and used
     before it. The forward pass runs without gradients and changes nothing.
@@ -48,6 +49,8 @@ def last_layer(model: nn.Module, sample: Tensor, num_classes: int) -> str | None
         True
     """
     inner = caller_module(model)
+    if isinstance(inner, torch.jit.ScriptModule):  # TorchScript modules take no forward hooks
+        return None
     ran: list[str] = []
 
     def hook(name: str) -> Callable[[nn.Module, object, object], None]:

@@ -44,6 +44,8 @@ __all__ = [
     "measure",
     "selection_reading",
     "worst_class_drop",
+    "one_class_rise",
+    "logits_on",
 ]
 
 
@@ -124,6 +126,45 @@ def worst_class_drop(original: Tensor, now: Tensor) -> float:
     drops = original - now
     drops = drops[~drops.isnan()]
     return float(drops.max()) if drops.numel() else 0.0
+
+
+def one_class_rise(original: Tensor, student: Tensor, labels: Tensor) -> tuple[float, int]:
+    """How far one class's logit rose against each image's own class, on the images of the
+    other classes, beyond what the median class's rose: in units of the original's mean
+    margin on those images, and which class. Columns outside ``labels``' classes (the
+    forgotten ones) are not read.
+
+    Training can shift every image's boundary with one kept class at once: a SiLU CNN with
+    GroupNorm and label smoothing forgetting digit 3 sent 83 test images of other digits to
+    class 6 (8.33 points) while it still read every image inverted from the original right.
+    On those images class 6's logit had risen 2.90 against the images' own, the median class
+    0.50, and the original's margin was 5.86: a rise of 0.41. Healthy runs spread their rise
+    over the classes (``docs/bench/one_class_rise_cpu.md``).
+
+    Example:
+        >>> before = torch.tensor([[4.0, 0.0, 0.0], [0.0, 4.0, 0.0], [0.0, 0.0, 4.0]])
+        >>> after = before.clone(); after[:, 2] += 2.0  # class 2 rises on every image
+        >>> rise, cls = one_class_rise(before, after, torch.tensor([0, 1, 2]))
+        >>> round(rise, 2), cls  # +2 on the others' images; they lost 1 (median); margin 4
+        (0.75, 2)
+        >>> one_class_rise(before, before + 1.0, torch.tensor([0, 1, 2]))[0]  # all alike
+        0.0
+    """
+    classes = labels.unique()
+    own_o = original.float().gather(1, labels[:, None])
+    own_s = student.float().gather(1, labels[:, None])
+    kept_o = original.float()[:, classes]
+    others = kept_o.masked_fill(classes[None, :] == labels[:, None], float("-inf"))
+    margin = float((own_o[:, 0] - others.max(1).values).mean())
+    gain = (student.float()[:, classes] - own_s) - (kept_o - own_o)  # rise against own class
+    rises = torch.stack(
+        [
+            gain[labels != c, i].mean() if bool((labels != c).any()) else gain.new_zeros(())
+            for i, c in enumerate(classes.tolist())
+        ]
+    )
+    top = int(rises.argmax())
+    return float((rises[top] - rises.median()) / max(margin, 1e-6)), int(classes[top])
 
 
 def retained_accuracy(logits: Tensor, labels: Tensor) -> float:
@@ -256,7 +297,7 @@ class ProbeSet:
             DatasetError: The selection sample holds only images of the forget classes.
         """
         fx, fy = _take(forget_loader, max_forget, "forget set")
-        teacher = _logits(original, fx, device)
+        teacher = logits_on(original, fx, device)
         if teacher.dim() != 2:
             raise InvalidHparamError(
                 f"automatic selection reads (N, C) classifier logits, but the model returns "
@@ -265,7 +306,7 @@ class ProbeSet:
             )
         _check_forget_labels(fy, forget_classes)
         turned = rotated(fx) if rotate else None
-        turned_teacher = None if turned is None else _logits(original, turned, device)
+        turned_teacher = None if turned is None else logits_on(original, turned, device)
         if selection_loader is None:
             return cls(fx, fy, teacher, rotated_inputs=turned, rotated_teacher=turned_teacher)
         sx, sy = _take(selection_loader, max_selection, "selection sample")
@@ -278,7 +319,7 @@ class ProbeSet:
     ) -> ProbeSet:
         """This probe with ``inputs`` and ``labels`` as its selection sample, and the
         ``original``'s accuracy on it (overall and per class)."""
-        logits = _logits(original, inputs, device)
+        logits = logits_on(original, inputs, device)
         return dataclasses.replace(
             self,
             selection_inputs=inputs,
@@ -392,7 +433,9 @@ def _without_classes(
 
 
 @torch.no_grad()
-def _logits(model: nn.Module, inputs: Tensor, device: torch.device, batch: int = 256) -> Tensor:
+def logits_on(model: nn.Module, inputs: Tensor, device: torch.device, batch: int = 256) -> Tensor:
+    """``model``'s logits on ``inputs`` in eval mode, on the CPU, in batches of ``batch`` (its
+    mode is restored after)."""
     was_training = model.training
     model.eval()
     out = [
@@ -409,7 +452,7 @@ def selection_reading(
     original's there, or ``None`` without a sample."""
     if probe.selection_inputs is None or probe.selection_labels is None:
         return None
-    logits = _logits(student, probe.selection_inputs, device)
+    logits = logits_on(student, probe.selection_inputs, device)
     worst = None
     if probe.original_selection_classes is not None:
         now = per_class_accuracy(logits, probe.selection_labels, logits.shape[1])
@@ -423,7 +466,7 @@ def rotated_reading(
     """The retention term on the probe's rotated forget images, or ``None`` without them."""
     if probe.rotated_inputs is None or probe.rotated_teacher is None:
         return None
-    logits = _logits(student, probe.rotated_inputs, device)
+    logits = logits_on(student, probe.rotated_inputs, device)
     return retention_term(logits, probe.rotated_teacher, forget_classes)
 
 
@@ -446,7 +489,7 @@ def measure(
         with_rotated: Read the retention term on the rotated forget images too (when the
             probe has them); only a run compared with another BatchNorm policy needs it.
     """
-    logits = _logits(student, probe.forget_inputs, device)
+    logits = logits_on(student, probe.forget_inputs, device)
     forget_acc = forget_accuracy(logits, probe.forget_labels)
     reading = selection_reading(student, probe, device) if with_selection else None
     turned = rotated_reading(student, probe, forget_classes, device) if with_rotated else None

@@ -337,6 +337,7 @@ def request(model: nn.Module, splits: Any, digit: int, **kwargs: Any) -> dict[st
         "logit_scale": result.runtime.get("logit_scale", ""),
         "synthetic_check": result.runtime.get("synthetic_check", ""),
         "soft_check": result.runtime.get("soft_check", ""),
+        "one_class_rise": result.runtime.get("one_class_rise", ""),
         "seconds": round(time.perf_counter() - started, 1),
         "stop": sel.stop_reason,
     }

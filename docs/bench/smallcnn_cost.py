@@ -3,6 +3,7 @@
 Runs ``delete.unlearn``'s defaults (forget data only) on the project's SmallCNN for MNIST-5k
 digits 3, 5 and 8, with and without the rotated-image BatchNorm check, without the synthetic
 guard (``synthetic_rerun_drop=None``), without the soft check (``soft_check_drop=None``),
+without the rise check (``one_class_rise=None``),
 with the epoch kept ranked by DELETE's loss alone (``keep_by_rotated=False``), with the opt-in
 absolute floor of the stopping rule (``min_delta_abs``), and with the defaults' two speed-ups
 switched off (the teacher's logits computed every step, and the contiguous layout instead of
@@ -47,6 +48,8 @@ def main() -> None:
         "no_synthetic_guard": (SelectionConfig(synthetic_rerun_drop=None), {}, True),
         # without carrying the guard's images on towards a soft target (forget-only check)
         "no_soft_check": (SelectionConfig(soft_check_drop=None), {}, True),
+        # without reading one kept class's rise on the guard's images (forget-only check)
+        "no_rise_check": (SelectionConfig(one_class_rise=None), {}, True),
         # the epoch kept ranked by DELETE's loss alone (no rotated reading every epoch)
         "keep_by_loss_alone": (SelectionConfig(keep_by_rotated=False), {}, True),
         # opt-in, not the default

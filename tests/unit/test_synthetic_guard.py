@@ -116,6 +116,7 @@ def _guarded(
         synthetic_rerun_drop=drop,
         synthetic_images=images,
         soft_check_drop=None,  # what the guard's images lead to next: test_head_only.py
+        one_class_rise=None,  # and test_one_class_rise.py
     )
     first = _run(factory, ctx, probe, config, False, None)
     history = list(first.chosen.signals)
