@@ -1748,7 +1748,7 @@ def _rise_check(
     """With forget data only, once the guard's ``images`` (inverted from the original, with
     their ``labels``) read ``first``'s kept state within their bound: ``None`` when no kept
     class's logit rose on them by more than ``one_class_rise`` (the check is noted), else the
-    model's last layer trained alone (:func:`_head_only`'s candidates) and whichever state
+    model's last layer trained alone (:func:`_train_head_alone`) and whichever state
     reads the smaller rise, forgotten, kept. Nothing trains on the images."""
     bound = config.one_class_rise
     if bound is None or first.chosen.candidate.head is not None:
@@ -1768,32 +1768,16 @@ def _rise_check(
         f" class's (more than {bound:g})"
     )
     sample = probe.with_selection(ctx.original, images, labels, ctx.device)
-    found = _head_alone(ctx, sample, config)
-    if found is None:
-        return dataclasses.replace(first, reason=first.reason + short + NO_HEAD)
-    head, alone = found
 
     def judge(outcome: _Outcome) -> tuple[float, str]:
-        read, cls = _rise_on(outcome, ctx, images, labels, original)
+        # ``first`` was read above; only the head-only run's state needs a forward pass.
+        read, cls = (
+            (rise, risen) if outcome is first else _rise_on(outcome, ctx, images, labels, original)
+        )
         forgot = not outcome.abandoned and outcome.best.forget_acc <= config.forget_threshold
         return (-read if forgot else float("-inf")), f"class {cls} rose {read:.2f}"
 
-    return _keep_better_run(
-        first,
-        factory,
-        ctx,
-        sample,
-        config,
-        progress,
-        second_config=alone,
-        rule=HEAD_ONLY,
-        diverged=f"{short}; its last layer ({head}) trained alone diverged",
-        opening=lambda second: (
-            f"{short}, so its last layer ({head}) was trained alone (epoch {second.best.epoch}"
-            f" of {second.chosen.candidate.label} kept there, "
-        ),
-        judge=judge,
-    )
+    return _train_head_alone(first, factory, ctx, sample, config, progress, short, judge)
 
 
 #: How the stop reason names the images :func:`_soft_check` reads.
@@ -1997,10 +1981,41 @@ def _head_only(
         else f"; the state kept still read one class {worst:.1f} points below the original's"
         f" on {what} (more than {class_limit:g})"
     )
-    found = _head_alone(ctx, probe, config)
-    if found is None:
+    return _train_head_alone(first, factory, ctx, probe, config, progress, short)
+
+
+#: The stop reason's clause where the last layer alone cannot be trained.
+NO_HEAD = (
+    ", and no last layer of the model can be trained alone (none found by a forward pass, a"
+    " TorchScript model, or one the caller froze)"
+)
+
+
+def _train_head_alone(
+    first: _Outcome,
+    factory: MethodFactory,
+    ctx: UnlearnContext,
+    probe: ProbeSet,
+    config: SelectionConfig,
+    progress: bool,
+    short: str,
+    judge: Callable[[_Outcome], tuple[float, str]] | None = None,
+) -> _Outcome:
+    """``first``, or the model's last layer trained alone at the candidates' learning rates
+    (reading ``probe``'s sample every epoch), whichever state ``judge`` scores higher
+    (:func:`_keep_better_run`); ``short`` opens the stop reason's clause, which also says
+    when the model has no last layer the caller left trainable. Shared by
+    :func:`_head_only` and :func:`_rise_check`."""
+    sample = probe.forget_inputs[:2].to(ctx.device)
+    head = last_layer(ctx.student, sample, ctx.num_classes)
+    if head is None or not any(p.requires_grad for p in head_parameters(ctx.student, head)):
         return dataclasses.replace(first, reason=first.reason + short + NO_HEAD)
-    head, alone = found
+    lrs = dict.fromkeys(c.lr for c in config.candidates or default_candidates(ctx.student))
+    alone = dataclasses.replace(
+        config,
+        candidates=tuple(Candidate(lr, True, head) for lr in lrs),
+        sample_every_epoch=True,
+    )
     return _keep_better_run(
         first,
         factory,
@@ -2015,33 +2030,8 @@ def _head_only(
             f"{short}, so its last layer ({head}) was trained alone (epoch {second.best.epoch}"
             f" of {second.chosen.candidate.label} kept there, "
         ),
+        judge=judge,
     )
-
-
-#: The stop reason's clause where the last layer alone cannot be trained.
-NO_HEAD = (
-    ", and no last layer of the model can be trained alone (none found by a forward pass, a"
-    " TorchScript model, or one the caller froze)"
-)
-
-
-def _head_alone(
-    ctx: UnlearnContext, probe: ProbeSet, config: SelectionConfig
-) -> tuple[str, SelectionConfig] | None:
-    """The model's last layer and ``config`` with candidates that train it alone, at the
-    candidates' learning rates, reading ``probe``'s sample every epoch; ``None`` when the
-    model has no last layer the caller left trainable."""
-    sample = probe.forget_inputs[:2].to(ctx.device)
-    head = last_layer(ctx.student, sample, ctx.num_classes)
-    if head is None or not any(p.requires_grad for p in head_parameters(ctx.student, head)):
-        return None
-    lrs = dict.fromkeys(c.lr for c in config.candidates or default_candidates(ctx.student))
-    alone = dataclasses.replace(
-        config,
-        candidates=tuple(Candidate(lr, True, head) for lr in lrs),
-        sample_every_epoch=True,
-    )
-    return head, alone
 
 
 def _run_again(
